@@ -1,0 +1,81 @@
+//! x86-64 Linux: the process entry point, the raw system call instruction and the system call
+//! numbers. Everything CPU-specific in the launcher lives in this file; another architecture is
+//! another file beside it.
+
+use core::arch::{asm, global_asm};
+
+// The kernel starts us with the stack pointer on argc, argv, envp and the auxiliary vector.
+// `_start` hands that address to `crate::start` with the stack aligned as the ABI requires.
+global_asm!(
+    ".globl _start",
+    ".type _start,@function",
+    "_start:",
+    "xor ebp, ebp",
+    "mov rdi, rsp",
+    "and rsp, -16",
+    "call {entry}",
+    "ud2",
+    entry = sym crate::start,
+);
+
+pub const SYS_WRITE: usize = 1;
+pub const SYS_CLOSE: usize = 3;
+pub const SYS_MMAP: usize = 9;
+pub const SYS_MUNMAP: usize = 11;
+pub const SYS_RT_SIGPROCMASK: usize = 14;
+pub const SYS_PREAD64: usize = 17;
+pub const SYS_PWRITE64: usize = 18;
+pub const SYS_GETPID: usize = 39;
+pub const SYS_CLONE: usize = 56;
+pub const SYS_EXECVE: usize = 59;
+pub const SYS_WAIT4: usize = 61;
+pub const SYS_KILL: usize = 62;
+pub const SYS_FLOCK: usize = 73;
+pub const SYS_GETEUID: usize = 107;
+pub const SYS_RT_SIGTIMEDWAIT: usize = 128;
+pub const SYS_GETDENTS64: usize = 217;
+pub const SYS_EXIT_GROUP: usize = 231;
+pub const SYS_OPENAT: usize = 257;
+pub const SYS_MKDIRAT: usize = 258;
+pub const SYS_UNLINKAT: usize = 263;
+pub const SYS_RENAMEAT: usize = 264;
+pub const SYS_SYMLINKAT: usize = 266;
+pub const SYS_FACCESSAT: usize = 269;
+pub const SYS_STATX: usize = 332;
+
+/// Makes system call `nr` with up to six arguments and returns the kernel's raw result: a
+/// value, or a negated errno in -4095..=-1.
+///
+/// # Safety
+/// The arguments must be valid for that system call: pointers point to memory of the size and
+/// mutability the call expects, for as long as it runs.
+#[inline(always)]
+pub unsafe fn syscall(nr: usize, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the caller guarantees the arguments; the instruction clobbers only rcx and r11.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Starts a child process sharing nothing, as fork(2) does: 0 in the child, its pid in the
+/// parent, or a negated errno.
+pub fn fork() -> isize {
+    const SIGCHLD: usize = 17;
+    // SAFETY: clone without CLONE_VM and with a null stack gives the child a copy of our
+    // address space and stack, exactly like fork; no pointer is passed.
+    unsafe { syscall(SYS_CLONE, [SIGCHLD, 0, 0, 0, 0, 0]) }
+}

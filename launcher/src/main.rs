@@ -1,0 +1,119 @@
+//! The tote launcher: the static stub at the head of every tote file. It finds the payload at
+//! the end of its own file, makes sure the bundle is extracted in the cache, and starts the
+//! program through the bundled loader. No libc, no allocator, no panics on the way: every
+//! failure is one `tote: ...` line and an exit code of its own.
+
+#![no_std]
+#![no_main]
+
+#[cfg_attr(target_arch = "x86_64", path = "arch/x86_64.rs")]
+mod arch;
+mod args;
+mod cache;
+mod extract;
+mod init;
+mod mem;
+mod out;
+mod path;
+// The writing half of the format is the packer's.
+#[allow(dead_code)]
+mod payload;
+mod program;
+mod sys;
+
+use args::Args;
+use out::{Fail, Failure};
+use payload::{RunTable, Trailer, TRAILER_LEN};
+use program::OwnFile;
+
+/// How much of the file's tail the first read takes: the trailer and, in all but huge bundles,
+/// the run table with it.
+const TAIL: usize = 64 * 1024;
+
+/// Called by `_start` with the initial stack pointer.
+///
+/// # Safety
+/// `sp` must be the stack pointer the kernel gave the process.
+pub unsafe extern "C" fn start(sp: *const usize) -> ! {
+    // SAFETY: forwarded from the caller.
+    let args = unsafe { Args::from_stack(sp) };
+    out::set_debug(args.env(b"TOTE_DEBUG") == Some(b"1"));
+    match run(&args) {
+        Ok(never) => match never {},
+        Err(fail) => fail.report(),
+    }
+}
+
+fn run(args: &Args) -> Result<core::convert::Infallible, Fail> {
+    // 1. Open our own file.
+    let own = program::open_own_file(args)?;
+
+    // 2. Read the trailer and the run table from its tail.
+    let mut tail = [0u8; TAIL];
+    let (trailer, run_len) = read_tail(&own, &mut tail)?;
+    let run = RunTable::decode(&tail[TAIL - TRAILER_LEN - run_len..TAIL - TRAILER_LEN])
+        .map_err(|_| damaged("damaged payload (run table)", &own))?;
+
+    // 3. Choose the cache root and this payload's bundle dir in it.
+    let root = cache::root(args)?;
+    let bundle = cache::bundle_dir(&root, &trailer.key).map_err(|e| {
+        Fail::new(
+            Failure::CacheDir,
+            "cache dir path too long",
+            root.bytes(),
+            Some(e),
+        )
+    })?;
+
+    // 4. Extract, unless a complete bundle is already there.
+    if cache::is_complete(&bundle) {
+        out::debug(&[b"cached: ", bundle.bytes()]);
+    } else {
+        extract::extract(&own, &trailer, &bundle)?;
+    }
+    sys::close(own.fd);
+
+    // 5. Start the program: in place, or as the child of a minimal init when PID 1.
+    program::start(args, &run, &bundle)
+}
+
+fn damaged(what: &'static str, own: &OwnFile) -> Fail {
+    Fail::new(Failure::Payload, what, own.name, None)
+}
+
+/// Reads the last `TAIL` bytes (or the whole file) right-aligned into `tail`, decodes the
+/// trailer and checks the run table's checksum. Returns the trailer and the run table length.
+fn read_tail(own: &OwnFile, tail: &mut [u8; TAIL]) -> Result<(Trailer, usize), Fail> {
+    let (fd, len) = (own.fd, own.len);
+    let own_err = |e| Fail::new(Failure::OwnFile, "cannot read own file", own.name, Some(e));
+    if len < TRAILER_LEN as u64 {
+        return Err(damaged("no payload (not a tote file)", own));
+    }
+    let n = (len as usize).min(TAIL);
+    let got = sys::pread(fd, &mut tail[TAIL - n..], len - n as u64).map_err(own_err)?;
+    if got != n {
+        return Err(damaged("damaged payload (file shorter than it says)", own));
+    }
+    let mut raw = [0u8; TRAILER_LEN];
+    raw.copy_from_slice(&tail[TAIL - TRAILER_LEN..]);
+    let t = Trailer::decode(&raw, len).map_err(|e| match e {
+        payload::FormatError::NoPayload => damaged("no payload (not a tote file)", own),
+        payload::FormatError::Version => damaged("payload of an unknown format version", own),
+        _ => damaged("damaged payload (trailer)", own),
+    })?;
+    let run_len = t.run_len as usize;
+    if run_len > n - TRAILER_LEN {
+        return Err(damaged("damaged payload (run table too large)", own));
+    }
+    let run = &tail[TAIL - TRAILER_LEN - run_len..TAIL - TRAILER_LEN];
+    if payload::checksum(run) != t.run_checksum {
+        return Err(damaged("damaged payload (run table checksum)", own));
+    }
+    Ok((t, run_len))
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    let _ = sys::write_all(2, b"tote: internal error\n");
+    sys::exit(118)
+}

@@ -1,0 +1,165 @@
+//! What the launcher says: failure messages (`tote: <what>: <path>: <errno name>`) with one exit
+//! code per kind of failure, and `TOTE_DEBUG=1` trace lines tagged `tote[<pid>]:`. There is no
+//! formatting machinery: a line is assembled from byte slices in a fixed buffer and written
+//! with one `write`.
+
+use crate::sys::{self, Errno};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+/// A kind of failure, with its exit code (listed in the README).
+#[derive(Clone, Copy)]
+pub enum Failure {
+    /// The launcher cannot open or read its own file.
+    OwnFile = 112,
+    /// The payload is missing, damaged or of another format version.
+    Payload = 113,
+    /// No cache dir can be used or created.
+    CacheDir = 114,
+    /// Writing the extracted bundle failed.
+    Extract = 115,
+    /// The program cannot be started.
+    Exec = 116,
+    /// As PID 1: the program's process cannot be created.
+    Init = 117,
+}
+
+/// A failure on its way to being reported: what failed, on which path, and the errno if any.
+pub struct Fail {
+    pub kind: Failure,
+    pub what: &'static str,
+    pub path: Line,
+    pub errno: Option<Errno>,
+}
+
+impl Fail {
+    pub fn new(kind: Failure, what: &'static str, path: &[u8], errno: Option<Errno>) -> Fail {
+        let mut p = Line::new();
+        p.push(path);
+        Fail {
+            kind,
+            what,
+            path: p,
+            errno,
+        }
+    }
+
+    /// Prints the message and exits with the failure's code.
+    pub fn report(&self) -> ! {
+        let mut l = Line::new();
+        l.push(b"tote: ");
+        l.push(self.what.as_bytes());
+        l.push(b": ");
+        l.push(self.path.bytes());
+        if let Some(e) = self.errno {
+            l.push(b": ");
+            push_errno(&mut l, e);
+        }
+        l.push(b"\n");
+        let _ = sys::write_all(2, l.bytes());
+        sys::exit(self.kind as i32)
+    }
+}
+
+pub fn set_debug(on: bool) {
+    DEBUG.store(on, Ordering::Relaxed);
+}
+
+pub fn debug_on() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+/// Writes one trace line made of `parts` when `TOTE_DEBUG=1`.
+pub fn debug(parts: &[&[u8]]) {
+    if !debug_on() {
+        return;
+    }
+    let mut l = Line::new();
+    l.push(b"tote[");
+    l.push_decimal(sys::getpid() as u64);
+    l.push(b"]: ");
+    for p in parts {
+        l.push(p);
+    }
+    l.push(b"\n");
+    let _ = sys::write_all(2, l.bytes());
+}
+
+/// A fixed-capacity line; what does not fit is cut.
+pub struct Line {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl Line {
+    pub const fn new() -> Line {
+        Line {
+            buf: [0; 1024],
+            len: 0,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    pub fn push_decimal(&mut self, v: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn push_errno(l: &mut Line, e: Errno) {
+    const NAMES: &[(i32, &str)] = &[
+        (1, "EPERM"),
+        (2, "ENOENT"),
+        (5, "EIO"),
+        (7, "E2BIG"),
+        (8, "ENOEXEC"),
+        (9, "EBADF"),
+        (11, "EAGAIN"),
+        (12, "ENOMEM"),
+        (13, "EACCES"),
+        (14, "EFAULT"),
+        (16, "EBUSY"),
+        (17, "EEXIST"),
+        (20, "ENOTDIR"),
+        (21, "EISDIR"),
+        (22, "EINVAL"),
+        (23, "ENFILE"),
+        (24, "EMFILE"),
+        (26, "ETXTBSY"),
+        (27, "EFBIG"),
+        (28, "ENOSPC"),
+        (30, "EROFS"),
+        (36, "ENAMETOOLONG"),
+        (38, "ENOSYS"),
+        (39, "ENOTEMPTY"),
+        (40, "ELOOP"),
+        (122, "EDQUOT"),
+    ];
+    match NAMES.iter().find(|(n, _)| *n == e.0) {
+        Some((_, name)) => l.push(name.as_bytes()),
+        None => {
+            l.push(b"errno ");
+            l.push_decimal(e.0 as u64);
+        }
+    }
+}

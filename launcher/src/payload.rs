@@ -1,0 +1,461 @@
+//! The payload format, defined once: the launcher and the packer both compile this file, so the
+//! writer and the reader cannot disagree. No allocation and no std, only byte slices.
+//!
+//! A tote file is the launcher stub followed by the payload:
+//!
+//! ```text
+//! stub | data (one xz stream) | index | run table | trailer (TRAILER_LEN bytes)
+//! ```
+//!
+//! - data: the contents of every regular file of the index, in index order, concatenated and
+//!   compressed as one stream.
+//! - index: every entry of the bundle (dir, file, symlink) with its mode, size and the patches
+//!   the launcher writes into it at extraction. Read only on a cold start.
+//! - run table: what a warm start needs: the programs by name, the variables to set.
+//! - trailer: fixed size at the very end of the file, with its own checksum, so one `pread` of
+//!   the tail finds everything. The key names the cache dir; it covers the whole payload and
+//!   the format version.
+//!
+//! Integers are little-endian. A string is a u16 length and that many bytes. In templates
+//! (patch bytes, variable values) `ROOT_TOKEN` stands for the bundle's root dir on this host.
+
+pub const MAGIC: [u8; 8] = *b"TOTE\0PAY";
+pub const VERSION: u32 = 1;
+pub const CODEC_XZ: u32 = 1;
+pub const TRAILER_LEN: usize = 128;
+pub const KEY_LEN: usize = 32;
+/// Stands for the absolute path of the bundle's root dir in patches and variable values.
+pub const ROOT_TOKEN: &[u8] = b"${TOTE_ROOT}";
+/// The file written last into an extracted bundle: a cache dir without it is never used.
+pub const MARKER: &str = ".tote-complete";
+
+/// What makes a payload unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatError {
+    /// No trailer: the file holds no payload.
+    NoPayload,
+    /// A payload of a format version this side does not know.
+    Version,
+    /// A checksum does not match: the file is damaged.
+    Checksum,
+    /// A table ends early or has a field out of range.
+    Malformed,
+    /// An index path that would leave the bundle root (`..`, absolute, empty).
+    UnsafePath,
+}
+
+/// The checksum used throughout the format.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    twox_hash::XxHash64::oneshot(0, bytes)
+}
+
+/// The fixed-size record at the end of a tote file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    pub codec: u32,
+    /// File offset of the compressed data; the index and run table follow it directly.
+    pub data_offset: u64,
+    pub data_len: u64,
+    pub index_len: u64,
+    pub run_len: u64,
+    /// Total size of the decompressed data.
+    pub raw_len: u64,
+    /// The dictionary the decoder needs, in bytes.
+    pub dict_size: u64,
+    /// Checksum of data, index and run table together.
+    pub payload_checksum: u64,
+    /// Checksum of the run table alone, for the warm path.
+    pub run_checksum: u64,
+    /// Names the cache dir: a hash of the whole payload and the format version.
+    pub key: [u8; KEY_LEN],
+}
+
+impl Trailer {
+    pub fn index_offset(&self) -> u64 {
+        self.data_offset + self.data_len
+    }
+
+    pub fn run_offset(&self) -> u64 {
+        self.index_offset() + self.index_len
+    }
+
+    /// Where the payload ends: the trailer's own offset.
+    pub fn end(&self) -> u64 {
+        self.run_offset() + self.run_len
+    }
+
+    pub fn encode(&self) -> [u8; TRAILER_LEN] {
+        let mut b = [0u8; TRAILER_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.codec.to_le_bytes());
+        let fields = [
+            self.data_offset,
+            self.data_len,
+            self.index_len,
+            self.run_len,
+            self.raw_len,
+            self.dict_size,
+            self.payload_checksum,
+            self.run_checksum,
+        ];
+        for (i, v) in fields.iter().enumerate() {
+            b[16 + 8 * i..24 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        b[80..112].copy_from_slice(&self.key);
+        let sum = checksum(&b[..120]);
+        b[120..128].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Reads a trailer and checks its magic, version and checksum, and that the regions it
+    /// names fit in a file of `file_len` bytes.
+    pub fn decode(b: &[u8; TRAILER_LEN], file_len: u64) -> Result<Trailer, FormatError> {
+        if b[0..8] != MAGIC {
+            return Err(FormatError::NoPayload);
+        }
+        if checksum(&b[..120]) != u64_at(b, 120) {
+            return Err(FormatError::Checksum);
+        }
+        if u32_at(b, 8) != VERSION {
+            return Err(FormatError::Version);
+        }
+        let mut key = [0u8; KEY_LEN];
+        key.copy_from_slice(&b[80..112]);
+        let t = Trailer {
+            codec: u32_at(b, 12),
+            data_offset: u64_at(b, 16),
+            data_len: u64_at(b, 24),
+            index_len: u64_at(b, 32),
+            run_len: u64_at(b, 40),
+            raw_len: u64_at(b, 48),
+            dict_size: u64_at(b, 56),
+            payload_checksum: u64_at(b, 64),
+            run_checksum: u64_at(b, 72),
+            key,
+        };
+        let end = [t.data_len, t.index_len, t.run_len]
+            .iter()
+            .try_fold(t.data_offset, |acc, len| acc.checked_add(*len));
+        if end != file_len.checked_sub(TRAILER_LEN as u64) || t.codec != CODEC_XZ {
+            return Err(FormatError::Malformed);
+        }
+        Ok(t)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(v)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+/// A cursor over a table; every read checks bounds and fails with `Malformed`.
+pub struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Cursor { bytes }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        if n > self.bytes.len() {
+            return Err(FormatError::Malformed);
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u16(&mut self) -> Result<u16, FormatError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    pub fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32_at(self.take(4)?, 0))
+    }
+
+    pub fn u64(&mut self) -> Result<u64, FormatError> {
+        Ok(u64_at(self.take(8)?, 0))
+    }
+
+    pub fn str(&mut self) -> Result<&'a [u8], FormatError> {
+        let n = self.u16()? as usize;
+        self.take(n)
+    }
+}
+
+/// Where the packer writes tables to.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+
+    fn put_u16(&mut self, v: u16) {
+        self.put(&v.to_le_bytes());
+    }
+
+    fn put_u32(&mut self, v: u32) {
+        self.put(&v.to_le_bytes());
+    }
+
+    fn put_u64(&mut self, v: u64) {
+        self.put(&v.to_le_bytes());
+    }
+
+    /// Writes a string; the packer checks lengths against `u16::MAX` before it gets here.
+    fn put_str(&mut self, s: &[u8]) {
+        self.put_u16(s.len() as u16);
+        self.put(s);
+    }
+}
+
+/// One program of the run table: the name it is invoked under, and its path in the bundle.
+pub struct Program<'a> {
+    pub name: &'a [u8],
+    pub path: &'a [u8],
+}
+
+/// One variable of the run table, set at run time when the user has not set it.
+pub struct Var<'a> {
+    pub name: &'a [u8],
+    /// May hold `ROOT_TOKEN`.
+    pub value: &'a [u8],
+}
+
+/// The run table: `u16` program count, each program's name and path; `u16` variable count,
+/// each variable's name and value.
+pub struct RunTable<'a> {
+    programs: &'a [u8],
+    program_count: u16,
+    vars: &'a [u8],
+    var_count: u16,
+}
+
+impl<'a> RunTable<'a> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, FormatError> {
+        let mut c = Cursor::new(bytes);
+        let program_count = c.u16()?;
+        let programs = c.bytes;
+        for _ in 0..program_count {
+            safe_path(c.str()?)?;
+            safe_path(c.str()?)?;
+        }
+        let used = programs.len() - c.bytes.len();
+        let var_count = c.u16()?;
+        let vars = c.bytes;
+        for _ in 0..var_count {
+            c.str()?;
+            c.str()?;
+        }
+        if !c.is_empty() {
+            return Err(FormatError::Malformed);
+        }
+        Ok(RunTable {
+            programs: &programs[..used],
+            program_count,
+            vars,
+            var_count,
+        })
+    }
+
+    pub fn encode(programs: &[Program], vars: &[Var], out: &mut impl Sink) {
+        out.put_u16(programs.len() as u16);
+        for p in programs {
+            out.put_str(p.name);
+            out.put_str(p.path);
+        }
+        out.put_u16(vars.len() as u16);
+        for v in vars {
+            out.put_str(v.name);
+            out.put_str(v.value);
+        }
+    }
+
+    /// The programs, in order; the first is the default. Bounds were checked by `decode`.
+    pub fn programs(&self) -> impl Iterator<Item = Program<'a>> {
+        let mut c = Cursor::new(self.programs);
+        (0..self.program_count).filter_map(move |_| {
+            Some(Program {
+                name: c.str().ok()?,
+                path: c.str().ok()?,
+            })
+        })
+    }
+
+    pub fn vars(&self) -> impl Iterator<Item = Var<'a>> {
+        let mut c = Cursor::new(self.vars);
+        (0..self.var_count).filter_map(move |_| {
+            Some(Var {
+                name: c.str().ok()?,
+                value: c.str().ok()?,
+            })
+        })
+    }
+}
+
+pub const KIND_DIR: u8 = 0;
+pub const KIND_FILE: u8 = 1;
+pub const KIND_SYMLINK: u8 = 2;
+
+/// Bytes the launcher writes into an extracted file at `offset`: `template` with `ROOT_TOKEN`
+/// expanded, then zeros up to `capacity` (the room the packer left there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patch<'a> {
+    pub offset: u64,
+    pub capacity: u32,
+    pub template: &'a [u8],
+}
+
+/// One index entry. `path` is relative to the bundle root; `target` is a symlink's target.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub kind: u8,
+    pub mode: u32,
+    pub size: u64,
+    pub path: &'a [u8],
+    pub target: &'a [u8],
+    patches: &'a [u8],
+    patch_count: u16,
+}
+
+impl<'a> Entry<'a> {
+    pub fn new(kind: u8, mode: u32, size: u64, path: &'a [u8], target: &'a [u8]) -> Self {
+        Entry {
+            kind,
+            mode,
+            size,
+            path,
+            target,
+            patches: &[],
+            patch_count: 0,
+        }
+    }
+
+    /// Writes the entry with its patches: kind, mode, size, path, target, `u16` patch count,
+    /// each patch's offset, capacity and template.
+    pub fn encode(&self, patches: &[Patch], out: &mut impl Sink) {
+        out.put(&[self.kind]);
+        out.put_u32(self.mode);
+        out.put_u64(self.size);
+        out.put_str(self.path);
+        out.put_str(self.target);
+        out.put_u16(patches.len() as u16);
+        for p in patches {
+            out.put_u64(p.offset);
+            out.put_u32(p.capacity);
+            out.put_str(p.template);
+        }
+    }
+
+    fn decode(c: &mut Cursor<'a>) -> Result<Self, FormatError> {
+        let kind = c.u8()?;
+        let mode = c.u32()?;
+        let size = c.u64()?;
+        let path = safe_path(c.str()?)?;
+        let target = c.str()?;
+        let patch_count = c.u16()?;
+        let patches = c.bytes;
+        for _ in 0..patch_count {
+            let p = Patch {
+                offset: c.u64()?,
+                capacity: c.u32()?,
+                template: c.str()?,
+            };
+            let fits = p
+                .offset
+                .checked_add(p.capacity as u64)
+                .is_some_and(|end| end <= size);
+            if !fits || p.template.len() > p.capacity as usize {
+                return Err(FormatError::Malformed);
+            }
+        }
+        let patches = &patches[..patches.len() - c.bytes.len()];
+        if kind > KIND_SYMLINK || (kind != KIND_FILE && (size != 0 || patch_count != 0)) {
+            return Err(FormatError::Malformed);
+        }
+        Ok(Entry {
+            kind,
+            mode,
+            size,
+            path,
+            target,
+            patches,
+            patch_count,
+        })
+    }
+
+    pub fn patches(&self) -> impl Iterator<Item = Patch<'a>> {
+        let mut c = Cursor::new(self.patches);
+        (0..self.patch_count).filter_map(move |_| {
+            Some(Patch {
+                offset: c.u64().ok()?,
+                capacity: c.u32().ok()?,
+                template: c.str().ok()?,
+            })
+        })
+    }
+}
+
+/// The index: a `u32` entry count, then the entries.
+pub struct Index<'a> {
+    entries: &'a [u8],
+    count: u32,
+}
+
+impl<'a> Index<'a> {
+    /// Checks every entry once, so that iterating cannot fail afterwards, and that the file
+    /// sizes add up to `raw_len`.
+    pub fn decode(bytes: &'a [u8], raw_len: u64) -> Result<Self, FormatError> {
+        let mut c = Cursor::new(bytes);
+        let count = c.u32()?;
+        let entries = c.bytes;
+        let mut total = 0u64;
+        for _ in 0..count {
+            let e = Entry::decode(&mut c)?;
+            total = total.checked_add(e.size).ok_or(FormatError::Malformed)?;
+        }
+        if !c.is_empty() || total != raw_len {
+            return Err(FormatError::Malformed);
+        }
+        Ok(Index { entries, count })
+    }
+
+    pub fn encode_count(count: u32, out: &mut impl Sink) {
+        out.put_u32(count);
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> {
+        let mut c = Cursor::new(self.entries);
+        (0..self.count).filter_map(move |_| Entry::decode(&mut c).ok())
+    }
+}
+
+/// Accepts a relative path of normal components only: not empty, no leading `/`, no empty,
+/// `.` or `..` component, no NUL.
+pub fn safe_path(p: &[u8]) -> Result<&[u8], FormatError> {
+    let bad = p.is_empty()
+        || p.contains(&0)
+        || p.split(|b| *b == b'/')
+            .any(|c| c.is_empty() || c == b"." || c == b"..");
+    if bad {
+        Err(FormatError::UnsafePath)
+    } else {
+        Ok(p)
+    }
+}

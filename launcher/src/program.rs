@@ -1,0 +1,159 @@
+//! The program's side of a start: the launcher's own file, which program of the run table to
+//! start, its environment (the user's, plus any run-table variable the user has not set, never
+//! a loader variable), and the start itself.
+
+use crate::args::Args;
+use crate::init;
+use crate::out::{self, Fail, Failure};
+use crate::path::{Path, PATH_MAX};
+use crate::payload::{Patch, RunTable};
+use crate::sys::{self, O_CLOEXEC, O_RDONLY};
+
+/// The launcher's own file, open for reading.
+pub struct OwnFile {
+    pub fd: i32,
+    pub len: u64,
+    /// How to name the file in messages: the path it was executed by.
+    pub name: &'static [u8],
+}
+
+/// Opens our own file through `/proc/self/exe`, or, where `/proc` is not mounted, through the
+/// path the kernel recorded at exec (AT_EXECFN).
+pub fn open_own_file(args: &Args) -> Result<OwnFile, Fail> {
+    let name = args.execfn().map(|p| p.to_bytes()).unwrap_or(args.arg0());
+    let fd = match sys::openat(sys::AT_FDCWD, c"/proc/self/exe", O_RDONLY | O_CLOEXEC, 0) {
+        Ok(fd) => fd,
+        Err(_) => {
+            let execfn = args.execfn().unwrap_or(c"");
+            out::debug(&[
+                b"/proc/self/exe unavailable, using AT_EXECFN: ",
+                execfn.to_bytes(),
+            ]);
+            sys::openat(sys::AT_FDCWD, execfn, O_RDONLY | O_CLOEXEC, 0).map_err(|e| {
+                Fail::new(
+                    Failure::OwnFile,
+                    "cannot open own file",
+                    execfn.to_bytes(),
+                    Some(e),
+                )
+            })?
+        }
+    };
+    let len = sys::file_size(fd)
+        .map_err(|e| Fail::new(Failure::OwnFile, "cannot read own file", name, Some(e)))?;
+    Ok(OwnFile { fd, len, name })
+}
+
+/// Starts the chosen program of the bundle with our argv, in place; as PID 1 (unless
+/// `TOTE_INIT=0`) as the child of a minimal init.
+pub fn start(
+    args: &Args,
+    run: &RunTable,
+    bundle: &Path,
+) -> Result<core::convert::Infallible, Fail> {
+    let rel = choose(args, run)?;
+    let exe = bundle
+        .joined(rel)
+        .map_err(|e| Fail::new(Failure::Exec, "program path too long", rel, Some(e)))?;
+    let env = Environment::new(args, run, bundle)?;
+    out::debug(&[b"exec ", exe.bytes()]);
+    if sys::getpid() == 1 && args.env(b"TOTE_INIT") != Some(b"0") {
+        // SAFETY: argv comes from the kernel, envp from the kernel or `Environment`: both
+        // NULL-terminated arrays of C strings that outlive the call.
+        unsafe { init::supervise(exe.cstr(), args.argv, env.envp) }?;
+    }
+    // SAFETY: as above.
+    let e = unsafe { sys::execve(exe.cstr(), args.argv, env.envp) };
+    Err(Fail::new(
+        Failure::Exec,
+        "cannot execute",
+        exe.bytes(),
+        Some(e),
+    ))
+}
+
+/// Picks the program to start: the only one, or the one named like the file we were
+/// invoked as (a link named `git` starts git).
+fn choose<'a>(args: &Args, run: &RunTable<'a>) -> Result<&'a [u8], Fail> {
+    let arg0 = args.arg0();
+    let invoked = arg0.rsplit(|b| *b == b'/').next().unwrap_or(arg0);
+    let mut programs = run.programs();
+    match (programs.next(), programs.next()) {
+        (Some(only), None) => Ok(only.path),
+        _ => run
+            .programs()
+            .find(|p| p.name == invoked)
+            .map(|p| p.path)
+            .ok_or_else(|| {
+                Fail::new(
+                    Failure::Exec,
+                    "no program of this bundle is named",
+                    invoked,
+                    None,
+                )
+            }),
+    }
+}
+
+/// The environment the program gets: the caller's own array when nothing is added, else a
+/// new array in anonymous memory that lives until exec.
+struct Environment {
+    envp: *const *const u8,
+}
+
+impl Environment {
+    fn new(args: &Args, run: &RunTable, bundle: &Path) -> Result<Environment, Fail> {
+        let missing = || run.vars().filter(|v| args.env(v.name).is_none());
+        let added = missing().count();
+        if added == 0 {
+            return Ok(Environment { envp: args.envp });
+        }
+        let fail = |e| Fail::new(Failure::Exec, "cannot build environment", b"", Some(e));
+        let kept = args.env_entries().count();
+        let table_len = (kept + added + 1) * 8;
+        let text_len = added * PATH_MAX * 2;
+        let base = sys::mmap(table_len + text_len, None).map_err(fail)?;
+        // SAFETY: the mapping is fresh, writable, `table_len + text_len` bytes, and never
+        // unmapped: exec replaces the whole address space.
+        let (table, text) = unsafe {
+            (
+                core::slice::from_raw_parts_mut(base as *mut *const u8, kept + added + 1),
+                core::slice::from_raw_parts_mut(base.add(table_len), text_len),
+            )
+        };
+        let mut n = 0;
+        for e in args.env_entries() {
+            table[n] = e.as_ptr();
+            n += 1;
+        }
+        for (i, v) in missing().enumerate() {
+            let slot = &mut text[i * PATH_MAX * 2..(i + 1) * PATH_MAX * 2];
+            let len = var_text(v.name, v.value, bundle.bytes(), slot).map_err(fail)?;
+            out::debug(&[b"set ", &slot[..len]]);
+            table[n] = slot.as_ptr();
+            n += 1;
+        }
+        table[n] = core::ptr::null();
+        Ok(Environment {
+            envp: table.as_ptr(),
+        })
+    }
+}
+
+/// Writes `NAME=value` with `ROOT_TOKEN` expanded, NUL-terminated, into `slot`.
+fn var_text(name: &[u8], value: &[u8], root: &[u8], slot: &mut [u8]) -> sys::Result<usize> {
+    let cap = slot.len();
+    if name.len() + 1 >= cap {
+        return Err(sys::Errno(7));
+    }
+    slot[..name.len()].copy_from_slice(name);
+    slot[name.len()] = b'=';
+    let head = name.len() + 1;
+    let p = Patch {
+        offset: 0,
+        capacity: (cap - head) as u32,
+        template: value,
+    };
+    crate::extract::expand(&p, root, &mut slot[head..])?;
+    Ok(head + slot[head..].iter().position(|b| *b == 0).unwrap_or(0))
+}

@@ -1,0 +1,302 @@
+//! Typed wrappers over the raw Linux system calls the launcher makes. Each wrapper is one call
+//! and turns the kernel's raw result into a `Result` in `check`; callers pass C strings as
+//! `CStr` so every path handed to the kernel is NUL-terminated by construction.
+
+use crate::arch::{self, syscall};
+use core::ffi::CStr;
+
+/// A failed system call's errno value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+pub const EINTR: Errno = Errno(4);
+pub const EEXIST: Errno = Errno(17);
+pub const ENOTEMPTY: Errno = Errno(39);
+
+pub type Result<T> = core::result::Result<T, Errno>;
+
+pub const AT_FDCWD: i32 = -100;
+pub const O_RDONLY: usize = 0;
+pub const O_RDWR: usize = 2;
+pub const O_CREAT: usize = 0o100;
+pub const O_EXCL: usize = 0o200;
+pub const O_DIRECTORY: usize = 0o200000;
+pub const O_NOFOLLOW: usize = 0o400000;
+pub const O_CLOEXEC: usize = 0o2000000;
+pub const AT_REMOVEDIR: usize = 0x200;
+pub const LOCK_EX: usize = 2;
+
+fn check(ret: isize) -> Result<usize> {
+    if (-4095..0).contains(&ret) {
+        Err(Errno(-ret as i32))
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+fn path(p: &CStr) -> usize {
+    p.as_ptr() as usize
+}
+
+pub fn openat(dir: i32, p: &CStr, flags: usize, mode: u32) -> Result<i32> {
+    // SAFETY: `p` is NUL-terminated and outlives the call.
+    let r = unsafe {
+        syscall(
+            arch::SYS_OPENAT,
+            [dir as usize, path(p), flags, mode as usize, 0, 0],
+        )
+    };
+    check(r).map(|fd| fd as i32)
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: no pointer is passed; closing a descriptor we own.
+    unsafe { syscall(arch::SYS_CLOSE, [fd as usize, 0, 0, 0, 0, 0]) };
+}
+
+pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize> {
+    let a = [
+        fd as usize,
+        buf.as_mut_ptr() as usize,
+        buf.len(),
+        offset as usize,
+        0,
+        0,
+    ];
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    check(unsafe { syscall(arch::SYS_PREAD64, a) })
+}
+
+pub fn write(fd: i32, buf: &[u8]) -> Result<usize> {
+    // SAFETY: the kernel reads at most buf.len() bytes from buf.
+    check(unsafe {
+        syscall(
+            arch::SYS_WRITE,
+            [fd as usize, buf.as_ptr() as usize, buf.len(), 0, 0, 0],
+        )
+    })
+}
+
+pub fn pwrite(fd: i32, buf: &[u8], offset: u64) -> Result<usize> {
+    let a = [
+        fd as usize,
+        buf.as_ptr() as usize,
+        buf.len(),
+        offset as usize,
+        0,
+        0,
+    ];
+    // SAFETY: the kernel reads at most buf.len() bytes from buf.
+    check(unsafe { syscall(arch::SYS_PWRITE64, a) })
+}
+
+/// Writes all of `buf`, retrying short writes and interruptions.
+pub fn write_all(fd: i32, mut buf: &[u8]) -> Result<()> {
+    while !buf.is_empty() {
+        match write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub fn mkdirat(dir: i32, p: &CStr, mode: u32) -> Result<()> {
+    // SAFETY: `p` is NUL-terminated and outlives the call.
+    check(unsafe {
+        syscall(
+            arch::SYS_MKDIRAT,
+            [dir as usize, path(p), mode as usize, 0, 0, 0],
+        )
+    })
+    .map(drop)
+}
+
+pub fn unlinkat(dir: i32, p: &CStr, flags: usize) -> Result<()> {
+    // SAFETY: `p` is NUL-terminated and outlives the call.
+    check(unsafe { syscall(arch::SYS_UNLINKAT, [dir as usize, path(p), flags, 0, 0, 0]) }).map(drop)
+}
+
+pub fn renameat(old_dir: i32, old: &CStr, new_dir: i32, new: &CStr) -> Result<()> {
+    let a = [
+        old_dir as usize,
+        path(old),
+        new_dir as usize,
+        path(new),
+        0,
+        0,
+    ];
+    // SAFETY: both paths are NUL-terminated and outlive the call.
+    check(unsafe { syscall(arch::SYS_RENAMEAT, a) }).map(drop)
+}
+
+pub fn symlinkat(target: &CStr, dir: i32, p: &CStr) -> Result<()> {
+    // SAFETY: both strings are NUL-terminated and outlive the call.
+    check(unsafe {
+        syscall(
+            arch::SYS_SYMLINKAT,
+            [path(target), dir as usize, path(p), 0, 0, 0],
+        )
+    })
+    .map(drop)
+}
+
+/// Whether `p` exists, without following a final symlink's target check beyond access(2).
+pub fn exists(p: &CStr) -> bool {
+    const F_OK: usize = 0;
+    // SAFETY: `p` is NUL-terminated and outlives the call.
+    check(unsafe {
+        syscall(
+            arch::SYS_FACCESSAT,
+            [AT_FDCWD as usize, path(p), F_OK, 0, 0, 0],
+        )
+    })
+    .is_ok()
+}
+
+/// The size of the file open at `fd`, from statx.
+pub fn file_size(fd: i32) -> Result<u64> {
+    const AT_EMPTY_PATH: usize = 0x1000;
+    const STATX_SIZE: usize = 0x200;
+    // struct statx is 256 bytes; stx_size is the u64 at byte 40.
+    let mut buf = [0u64; 32];
+    let empty = c"";
+    let a = [
+        fd as usize,
+        path(empty),
+        AT_EMPTY_PATH,
+        STATX_SIZE,
+        buf.as_mut_ptr() as usize,
+        0,
+    ];
+    // SAFETY: `buf` is 256 bytes, the size of struct statx, and outlives the call.
+    check(unsafe { syscall(arch::SYS_STATX, a) })?;
+    Ok(buf[5])
+}
+
+pub fn getdents64(fd: i32, buf: &mut [u8]) -> Result<usize> {
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    check(unsafe {
+        syscall(
+            arch::SYS_GETDENTS64,
+            [fd as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
+        )
+    })
+}
+
+pub fn flock(fd: i32, op: usize) -> Result<()> {
+    // SAFETY: no pointer is passed.
+    check(unsafe { syscall(arch::SYS_FLOCK, [fd as usize, op, 0, 0, 0, 0]) }).map(drop)
+}
+
+/// Maps `len` bytes: of the file at `fd` from offset 0 read-only, or anonymous read-write
+/// memory when `fd` is None.
+pub fn mmap(len: usize, fd: Option<i32>) -> Result<*mut u8> {
+    const PROT_READ: usize = 1;
+    const PROT_WRITE: usize = 2;
+    const MAP_PRIVATE: usize = 2;
+    const MAP_ANONYMOUS: usize = 0x20;
+    let (prot, flags, fd) = match fd {
+        Some(fd) => (PROT_READ, MAP_PRIVATE, fd as usize),
+        None => (
+            PROT_READ | PROT_WRITE,
+            MAP_PRIVATE | MAP_ANONYMOUS,
+            usize::MAX,
+        ),
+    };
+    // SAFETY: a fresh mapping chosen by the kernel (address 0) touches no existing memory.
+    check(unsafe { syscall(arch::SYS_MMAP, [0, len, prot, flags, fd, 0]) }).map(|a| a as *mut u8)
+}
+
+/// # Safety
+/// `addr` and `len` must describe a mapping from `mmap` that nothing references any more.
+pub unsafe fn munmap(addr: *mut u8, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { syscall(arch::SYS_MUNMAP, [addr as usize, len, 0, 0, 0, 0]) };
+}
+
+pub fn getpid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { syscall(arch::SYS_GETPID, [0; 6]) as u32 }
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { syscall(arch::SYS_GETEUID, [0; 6]) as u32 }
+}
+
+pub fn fork() -> Result<u32> {
+    check(arch::fork()).map(|pid| pid as u32)
+}
+
+/// Replaces this process with the program at `p`; returns only on failure.
+///
+/// # Safety
+/// `argv` and `envp` must be NULL-terminated arrays of pointers to NUL-terminated strings.
+pub unsafe fn execve(p: &CStr, argv: *const *const u8, envp: *const *const u8) -> Errno {
+    // SAFETY: guaranteed by the caller.
+    let r = unsafe {
+        syscall(
+            arch::SYS_EXECVE,
+            [path(p), argv as usize, envp as usize, 0, 0, 0],
+        )
+    };
+    Errno(-r as i32)
+}
+
+/// Reaps one exited child without blocking; returns its pid and raw wait status, or pid 0
+/// when no child has exited.
+pub fn reap_any() -> Result<(u32, i32)> {
+    const WNOHANG: usize = 1;
+    let mut status = 0i32;
+    let a = [
+        usize::MAX,
+        &mut status as *mut i32 as usize,
+        WNOHANG,
+        0,
+        0,
+        0,
+    ];
+    // SAFETY: `status` is a valid i32 for the kernel to write; pid -1 means any child.
+    let pid = check(unsafe { syscall(arch::SYS_WAIT4, a) })?;
+    Ok((pid as u32, status))
+}
+
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: no pointer is passed.
+    unsafe { syscall(arch::SYS_KILL, [pid as usize, sig as usize, 0, 0, 0, 0]) };
+}
+
+/// A signal set as the kernel's rt_sig* calls take it: one bit per signal, 64 signals.
+pub type SigSet = u64;
+
+/// Sets the blocked signal mask to `set` and returns the previous one.
+pub fn set_sigmask(set: SigSet) -> SigSet {
+    const SIG_SETMASK: usize = 2;
+    let mut old: SigSet = 0;
+    let a = [
+        SIG_SETMASK,
+        &set as *const SigSet as usize,
+        &mut old as *mut SigSet as usize,
+        8,
+        0,
+        0,
+    ];
+    // SAFETY: both sets are 8 bytes, the size passed, and outlive the call.
+    unsafe { syscall(arch::SYS_RT_SIGPROCMASK, a) };
+    old
+}
+
+/// Waits for one of the signals in `set` (which must be blocked) and returns its number.
+pub fn sigwait(set: SigSet) -> Result<i32> {
+    let a = [&set as *const SigSet as usize, 0, 0, 8, 0, 0];
+    // SAFETY: `set` is 8 bytes and outlives the call; no siginfo or timeout is passed.
+    check(unsafe { syscall(arch::SYS_RT_SIGTIMEDWAIT, a) }).map(|s| s as i32)
+}
+
+pub fn exit(code: i32) -> ! {
+    // SAFETY: no pointer is passed; exit_group does not return.
+    unsafe { syscall(arch::SYS_EXIT_GROUP, [code as usize, 0, 0, 0, 0, 0]) };
+    loop {}
+}

@@ -1,0 +1,351 @@
+//! The bundle: turns a closure into index entries and file contents (rewriting each ELF object
+//! for its role), then writes the tote file: launcher stub, compressed data, index, run table,
+//! trailer. The output is written to a temporary file beside it and renamed into place, so it
+//! is never left half-written.
+
+use crate::closure::{Closure, Member};
+use crate::payload::{self, Entry, Index, Patch, Program, RunTable, Sink, Trailer, Var};
+use crate::rewrite::{self, Role, Slot};
+use anyhow::{bail, Context, Result};
+use log::{debug, info};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+/// The launcher stub, built by `build.rs`.
+pub const STUB: &[u8] = include_bytes!(env!("TOTE_STUB"));
+/// The largest run table the launcher reads with its first read of the file's tail.
+const RUN_TABLE_MAX: usize = 60 * 1024;
+
+/// One regular file of the bundle.
+struct File {
+    /// Relative to the bundle root.
+    path: String,
+    mode: u32,
+    bytes: Vec<u8>,
+    slots: Vec<Slot>,
+}
+
+/// Everything that goes into a payload before it is encoded.
+pub struct Bundle {
+    files: Vec<File>,
+    programs: Vec<(String, String)>,
+}
+
+impl Bundle {
+    /// Lays out `closure` with `name` as the program's name in the run table.
+    pub fn from_closure(closure: &Closure, name: &str) -> Result<Bundle> {
+        let lib_dirs = closure.library_dirs();
+        let mut files = Vec::new();
+        let program = &closure.program;
+        files.push(program_file(program, closure, &lib_dirs)?);
+        if let Some(interp) = &closure.interpreter {
+            files.push(plain_file(interp)?);
+        }
+        for lib in &closure.libraries {
+            files.push(library_file(lib, &lib_dirs)?);
+        }
+        let programs = vec![(name.to_string(), relative(&program.dest)?)];
+        Ok(Bundle { files, programs })
+    }
+
+    /// Writes launcher stub and payload to `output`, through a temporary file in its dir.
+    pub fn write(&self, output: &Path) -> Result<()> {
+        let payload = self.encode()?;
+        let dir = match output.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tote-")
+            .tempfile_in(dir)
+            .with_context(|| format!("{}: cannot create a file there", dir.display()))?;
+        tmp.write_all(STUB)?;
+        tmp.write_all(&payload)?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o755))?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(output)
+            .with_context(|| format!("{}: cannot write", output.display()))?;
+        Ok(())
+    }
+
+    /// The payload: data, index, run table and trailer, with offsets counted from the end of
+    /// the stub.
+    fn encode(&self) -> Result<Vec<u8>> {
+        let raw: Vec<u8> = self
+            .files
+            .iter()
+            .flat_map(|f| f.bytes.iter().copied())
+            .collect();
+        let dict_size = dict_size(raw.len());
+        let data = compress(&raw, dict_size)?;
+        let index = self.index();
+        let run = self.run_table()?;
+        info!(
+            "payload: {} files, {} bytes raw, {} bytes compressed",
+            self.files.len(),
+            raw.len(),
+            data.len()
+        );
+
+        let mut payload = data;
+        let data_len = payload.len() as u64;
+        payload.extend_from_slice(&index);
+        payload.extend_from_slice(&run);
+        let mut key_hash = Sha256::new();
+        key_hash.update(payload::VERSION.to_le_bytes());
+        key_hash.update(&payload);
+        let trailer = Trailer {
+            codec: payload::CODEC_XZ,
+            data_offset: STUB.len() as u64,
+            data_len,
+            index_len: index.len() as u64,
+            run_len: run.len() as u64,
+            raw_len: raw.len() as u64,
+            dict_size: dict_size as u64,
+            payload_checksum: payload::checksum(&payload),
+            run_checksum: payload::checksum(&run),
+            key: key_hash.finalize().into(),
+        };
+        payload.extend_from_slice(&trailer.encode());
+        Ok(payload)
+    }
+
+    /// Dirs first (every parent of every file, sorted), then the files in bundle order.
+    fn index(&self) -> Vec<u8> {
+        let dirs: BTreeSet<String> = self.files.iter().flat_map(|f| parents(&f.path)).collect();
+        let mut out = Bytes(Vec::new());
+        Index::encode_count((dirs.len() + self.files.len()) as u32, &mut out);
+        for d in &dirs {
+            Entry::new(payload::KIND_DIR, 0o755, 0, d.as_bytes(), b"").encode(&[], &mut out);
+        }
+        for f in &self.files {
+            let patches: Vec<Patch> = f
+                .slots
+                .iter()
+                .map(|s| Patch {
+                    offset: s.offset,
+                    capacity: s.capacity,
+                    template: &s.template,
+                })
+                .collect();
+            let entry = Entry::new(
+                payload::KIND_FILE,
+                f.mode,
+                f.bytes.len() as u64,
+                f.path.as_bytes(),
+                b"",
+            );
+            entry.encode(&patches, &mut out);
+        }
+        out.0
+    }
+
+    fn run_table(&self) -> Result<Vec<u8>> {
+        let programs: Vec<Program> = self
+            .programs
+            .iter()
+            .map(|(name, path)| Program {
+                name: name.as_bytes(),
+                path: path.as_bytes(),
+            })
+            .collect();
+        let vars: Vec<Var> = Vec::new();
+        let mut out = Bytes(Vec::new());
+        RunTable::encode(&programs, &vars, &mut out);
+        if out.0.len() > RUN_TABLE_MAX {
+            bail!("too many programs or variables: the run table exceeds {RUN_TABLE_MAX} bytes");
+        }
+        Ok(out.0)
+    }
+}
+
+/// A growable byte buffer the format's encoders write to.
+struct Bytes(Vec<u8>);
+
+impl Sink for Bytes {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+fn program_file(program: &Member, closure: &Closure, lib_dirs: &[PathBuf]) -> Result<File> {
+    let Some(interp) = &closure.interpreter else {
+        debug!("{}: static, stored as it is", program.dest.display());
+        return plain_file(program);
+    };
+    let interpreter = format!("{}{}", root_token(), interp.dest.display());
+    let rpath: Vec<String> = lib_dirs
+        .iter()
+        .map(|d| format!("{}{}", root_token(), d.display()))
+        .collect();
+    let rpath = rpath.join(":");
+    let role = Role::Executable {
+        interpreter: interpreter.as_bytes(),
+        rpath: rpath.as_bytes(),
+    };
+    rewritten(program, &role)
+}
+
+fn library_file(lib: &Member, lib_dirs: &[PathBuf]) -> Result<File> {
+    if !lib.object.dynamic {
+        return plain_file(lib);
+    }
+    let own_dir = lib.dest.parent().unwrap_or(Path::new("/"));
+    let rpath: Vec<String> = lib_dirs
+        .iter()
+        .map(|d| origin_relative(own_dir, d))
+        .collect();
+    let rpath = rpath.join(":");
+    rewritten(
+        lib,
+        &Role::Library {
+            rpath: rpath.as_bytes(),
+        },
+    )
+}
+
+fn rewritten(member: &Member, role: &Role) -> Result<File> {
+    let r = rewrite::rewrite(&member.object.bytes, role)
+        .with_context(|| format!("{}: cannot rewrite", member.object.source.display()))?;
+    debug!(
+        "{}: rewritten, {} slots",
+        member.dest.display(),
+        r.slots.len()
+    );
+    Ok(File {
+        path: relative(&member.dest)?,
+        mode: mode(member)?,
+        bytes: r.bytes,
+        slots: r.slots,
+    })
+}
+
+fn plain_file(member: &Member) -> Result<File> {
+    Ok(File {
+        path: relative(&member.dest)?,
+        mode: mode(member)?,
+        bytes: member.object.bytes.clone(),
+        slots: Vec::new(),
+    })
+}
+
+fn mode(member: &Member) -> Result<u32> {
+    let meta = std::fs::metadata(&member.object.source)
+        .with_context(|| format!("{}", member.object.source.display()))?;
+    Ok(meta.permissions().mode() & 0o777)
+}
+
+fn root_token() -> &'static str {
+    std::str::from_utf8(payload::ROOT_TOKEN).expect("ASCII token")
+}
+
+/// `$ORIGIN` followed by the way from `from` to `to`, both absolute dirs.
+fn origin_relative(from: &Path, to: &Path) -> String {
+    let a: Vec<Component> = from.components().collect();
+    let b: Vec<Component> = to.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut s = String::from("$ORIGIN");
+    for _ in common..a.len() {
+        s.push_str("/..");
+    }
+    for c in &b[common..] {
+        s.push('/');
+        s.push_str(&c.as_os_str().to_string_lossy());
+    }
+    s
+}
+
+/// The bundle path of an absolute host path: the same path without its leading `/`.
+fn relative(dest: &Path) -> Result<String> {
+    let s = dest
+        .to_str()
+        .with_context(|| format!("{}: path is not UTF-8", dest.display()))?;
+    let rel = s.trim_start_matches('/').to_string();
+    if payload::safe_path(rel.as_bytes()).is_err() || rel.len() > u16::MAX as usize {
+        bail!(
+            "{}: cannot be stored in a bundle (not a plain absolute path)",
+            dest.display()
+        );
+    }
+    Ok(rel)
+}
+
+/// Every proper parent dir of a relative path, outermost first.
+fn parents(path: &str) -> Vec<String> {
+    path.match_indices('/')
+        .map(|(i, _)| path[..i].to_string())
+        .collect()
+}
+
+/// The LZMA2 dictionary: the smallest power of two holding all the data, from 64 KiB to the
+/// 64 MiB of xz's highest preset.
+fn dict_size(raw_len: usize) -> u32 {
+    (raw_len.max(1) as u32)
+        .next_power_of_two()
+        .clamp(64 << 10, 64 << 20)
+}
+
+/// xz with the x86 branch filter before LZMA2 (preset 9, extreme), through liblzma's
+/// multi-threaded encoder with a fixed block size, so the bytes are the same whatever the
+/// number of threads.
+fn compress(raw: &[u8], dict_size: u32) -> Result<Vec<u8>> {
+    use xz2::stream::{Check, Filters, LzmaOptions, MtStreamBuilder};
+    /// liblzma's LZMA_PRESET_EXTREME flag, which xz2 does not name.
+    const PRESET_EXTREME: u32 = 1 << 31;
+    let mut lzma = LzmaOptions::new_preset(9 | PRESET_EXTREME)?;
+    lzma.dict_size(dict_size);
+    let mut filters = Filters::new();
+    filters.x86().lzma2(&lzma);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let stream = MtStreamBuilder::new()
+        .filters(filters)
+        .check(Check::Crc32)
+        .threads(threads)
+        .block_size(3 * dict_size as u64)
+        .encoder()
+        .context("cannot start the xz encoder")?;
+    let mut out = Vec::with_capacity(raw.len() / 3);
+    let mut enc = xz2::write::XzEncoder::new_stream(&mut out, stream);
+    enc.write_all(raw)?;
+    enc.finish()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_relative_walks_up_then_down() {
+        let f = |a: &str, b: &str| origin_relative(Path::new(a), Path::new(b));
+        assert_eq!(
+            f("/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"),
+            "$ORIGIN"
+        );
+        assert_eq!(
+            f("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"),
+            "$ORIGIN/../../usr/lib/x86_64-linux-gnu"
+        );
+        assert_eq!(f("/opt/app/lib", "/opt/app/lib/plugins"), "$ORIGIN/plugins");
+    }
+
+    #[test]
+    fn parents_lists_every_enclosing_dir() {
+        assert_eq!(
+            parents("usr/lib/x/libc.so.6"),
+            ["usr", "usr/lib", "usr/lib/x"]
+        );
+        assert!(parents("file").is_empty());
+    }
+
+    #[test]
+    fn dict_size_is_bounded_power_of_two() {
+        assert_eq!(dict_size(0), 64 << 10);
+        assert_eq!(dict_size(3 << 20), 4 << 20);
+        assert_eq!(dict_size(1 << 30), 64 << 20);
+    }
+}

@@ -1,0 +1,272 @@
+//! The closure: the program, its interpreter, and every library it needs, found the way the
+//! loader finds them. DT_NEEDED is followed breadth-first; each name is looked up in the
+//! needer's DT_RPATH (and the executable's, when the needer has no DT_RUNPATH), then its
+//! DT_RUNPATH, then the dirs of `/etc/ld.so.conf` and the default dirs, unless the needer has
+//! DF_1_NODEFLIB. Each library is stored under the dir it was found in and the name the loader
+//! asks for, so `$ORIGIN` and every compiled-in path keep their meaning inside the bundle.
+
+use crate::elf::{self, Object};
+use anyhow::{bail, Result};
+use log::{debug, info};
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+/// The multiarch triplet that `$LIB` and the default dirs use on x86-64 Debian.
+const TRIPLET: &str = "x86_64-linux-gnu";
+
+/// One file of the closure and where it goes in the bundle.
+#[derive(Debug)]
+pub struct Member {
+    /// The absolute path the file has in the bundle (and had on this host).
+    pub dest: PathBuf,
+    pub object: Object,
+}
+
+#[derive(Debug)]
+pub struct Closure {
+    pub program: Member,
+    /// The loader named by PT_INTERP; None for a static program.
+    pub interpreter: Option<Member>,
+    /// Libraries in breadth-first order.
+    pub libraries: Vec<Member>,
+}
+
+impl Closure {
+    /// Every dir holding a library of the bundle, in first-seen order.
+    pub fn library_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for lib in &self.libraries {
+            let dir = parent(&lib.dest).to_path_buf();
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        dirs
+    }
+}
+
+/// Which loader the program uses: they search different dirs, and musl's loader is its libc.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    Glibc,
+    Musl,
+}
+
+/// Resolves the whole closure of the program at `program` (an absolute, canonical path).
+pub fn resolve(program: &Path) -> Result<Closure> {
+    let object = elf::read(program)?;
+    let flavor = match &object.interpreter {
+        Some(i) if file_name(i).starts_with("ld-musl") => Flavor::Musl,
+        _ => Flavor::Glibc,
+    };
+    let interpreter = match &object.interpreter {
+        Some(path) => Some(Member {
+            dest: PathBuf::from(path),
+            object: elf::read(Path::new(path))?,
+        }),
+        None => None,
+    };
+    let system = SystemDirs::load(flavor);
+    let program = Member {
+        dest: program.to_path_buf(),
+        object,
+    };
+    let libraries = breadth_first(&program, &system, flavor)?;
+    Ok(Closure {
+        program,
+        interpreter,
+        libraries,
+    })
+}
+
+fn breadth_first(program: &Member, system: &SystemDirs, flavor: Flavor) -> Result<Vec<Member>> {
+    let mut libraries: Vec<Member> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut queue: VecDeque<(String, usize)> = VecDeque::new();
+    let enqueue = |needer: &Member, at: usize, seen: &mut HashSet<String>, q: &mut VecDeque<_>| {
+        for name in &needer.object.needed {
+            if seen.insert(name.clone()) {
+                q.push_back((name.clone(), at));
+            }
+        }
+    };
+    // Index 0 stands for the program, i + 1 for libraries[i].
+    enqueue(program, 0, &mut seen, &mut queue);
+    while let Some((name, at)) = queue.pop_front() {
+        let needer = if at == 0 { program } else { &libraries[at - 1] };
+        if flavor == Flavor::Musl && is_musl_libc(&name) {
+            debug!(
+                "{name} (needed by {}): musl's loader is its libc",
+                needer.dest.display()
+            );
+            continue;
+        }
+        let dest = find(&name, needer, program, system)?;
+        info!(
+            "{name} (needed by {}): {}",
+            needer.dest.display(),
+            dest.display()
+        );
+        let member = Member {
+            object: elf::read(&dest)?,
+            dest,
+        };
+        libraries.push(member);
+        enqueue(
+            &libraries[libraries.len() - 1],
+            libraries.len(),
+            &mut seen,
+            &mut queue,
+        );
+    }
+    Ok(libraries)
+}
+
+fn is_musl_libc(name: &str) -> bool {
+    name == "libc.so" || name.starts_with("ld-musl")
+}
+
+/// Looks `name` up for `needer` in the loader's order; the error names every dir tried.
+fn find(name: &str, needer: &Member, program: &Member, system: &SystemDirs) -> Result<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        if elf::is_packable(&p) {
+            return Ok(p);
+        }
+        bail!("{name} (needed by {}): not found", needer.dest.display());
+    }
+    let dirs = search_dirs(needer, program, system);
+    for dir in &dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() && elf::is_packable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    let tried: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    bail!(
+        "{} needs {name} (needed by {}), not found in {}",
+        program.dest.display(),
+        needer.dest.display(),
+        tried.join(", ")
+    )
+}
+
+/// The dirs the loader searches for a library `needer` needs, in order:
+/// - needer without DT_RUNPATH: its DT_RPATH, then the program's DT_RPATH (when the program
+///   itself has no DT_RUNPATH);
+/// - needer with DT_RUNPATH: only that, and only for its own needs;
+/// - then, unless the needer has DF_1_NODEFLIB, the system dirs.
+fn search_dirs(needer: &Member, program: &Member, system: &SystemDirs) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let own = &needer.object;
+    if own.runpath.is_empty() {
+        dirs.extend(expand(&own.rpath, &needer.dest));
+        let is_program = std::ptr::eq(needer, program);
+        if !is_program && program.object.runpath.is_empty() {
+            dirs.extend(expand(&program.object.rpath, &program.dest));
+        }
+    } else {
+        dirs.extend(expand(&own.runpath, &needer.dest));
+    }
+    if !own.nodeflib {
+        dirs.extend(system.dirs.iter().cloned());
+    }
+    dirs
+}
+
+/// Expands `$ORIGIN` (the dir of the object), `$LIB` and `$PLATFORM` in rpath entries.
+fn expand(entries: &[String], object: &Path) -> Vec<PathBuf> {
+    let origin = parent(object).to_string_lossy().into_owned();
+    entries
+        .iter()
+        .map(|e| {
+            let e = e
+                .replace("${ORIGIN}", &origin)
+                .replace("$ORIGIN", &origin)
+                .replace("${LIB}", &format!("lib/{TRIPLET}"))
+                .replace("$LIB", &format!("lib/{TRIPLET}"))
+                .replace("${PLATFORM}", "x86_64")
+                .replace("$PLATFORM", "x86_64");
+            PathBuf::from(e)
+        })
+        .collect()
+}
+
+fn parent(p: &Path) -> &Path {
+    p.parent().unwrap_or(Path::new("/"))
+}
+
+fn file_name(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// The dirs the loader searches after an object's own paths: for glibc the dirs of
+/// `/etc/ld.so.conf` (the loader's cache holds exactly their libraries) then the built-in
+/// defaults; for musl its path file or its defaults.
+struct SystemDirs {
+    dirs: Vec<PathBuf>,
+}
+
+impl SystemDirs {
+    fn load(flavor: Flavor) -> SystemDirs {
+        let mut dirs = Vec::new();
+        match flavor {
+            Flavor::Glibc => {
+                read_ld_so_conf(Path::new("/etc/ld.so.conf"), &mut dirs, 0);
+                for d in [format!("/lib/{TRIPLET}"), format!("/usr/lib/{TRIPLET}")] {
+                    dirs.push(PathBuf::from(d));
+                }
+                dirs.extend(["/lib64", "/usr/lib64", "/lib", "/usr/lib"].map(PathBuf::from));
+            }
+            Flavor::Musl => {
+                let file = std::fs::read_to_string("/etc/ld-musl-x86_64.path");
+                let text = file.unwrap_or_else(|_| "/lib:/usr/local/lib:/usr/lib".into());
+                dirs.extend(
+                    text.split([':', '\n'])
+                        .filter(|s| !s.is_empty())
+                        .map(PathBuf::from),
+                );
+            }
+        }
+        let mut unique = Vec::new();
+        for d in dirs {
+            if !unique.contains(&d) {
+                unique.push(d);
+            }
+        }
+        debug!("system library dirs: {unique:?}");
+        SystemDirs { dirs: unique }
+    }
+}
+
+/// Reads one ld.so.conf file: one dir per line, `#` comments, `include GLOB` lines (relative
+/// globs are relative to the including file's dir). Missing files are skipped, as the loader's
+/// cache builder does.
+fn read_ld_so_conf(path: &Path, dirs: &mut Vec<PathBuf>, depth: usize) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    if depth > 8 {
+        return;
+    }
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some(pattern) = line
+            .strip_prefix("include")
+            .filter(|r| r.starts_with([' ', '\t']))
+        {
+            for pattern in pattern.split_whitespace() {
+                let full = parent(path).join(pattern);
+                let mut files: Vec<PathBuf> = glob::glob(&full.to_string_lossy())
+                    .map(|paths| paths.filter_map(|p| p.ok()).collect())
+                    .unwrap_or_default();
+                files.sort();
+                for f in files {
+                    read_ld_so_conf(&f, dirs, depth + 1);
+                }
+            }
+        } else if line.starts_with('/') {
+            dirs.push(PathBuf::from(line));
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Reading ELF files: what the closure needs to know of one object (interpreter, needed
+//! libraries, rpath, runpath, flags) and the checks that turn a bad input into a one-line
+//! error naming the file.
+
+use anyhow::{bail, Context, Result};
+use goblin::elf::dynamic::{DF_1_NODEFLIB, DT_FLAGS_1};
+use goblin::elf::header::{ELFCLASS64, EM_X86_64};
+use goblin::elf::Elf;
+use std::path::{Path, PathBuf};
+
+/// One ELF object as the closure sees it.
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// Where the bytes were read from (symlinks followed by the read).
+    pub source: PathBuf,
+    pub bytes: Vec<u8>,
+    /// PT_INTERP: set for dynamically linked executables.
+    pub interpreter: Option<String>,
+    /// DT_NEEDED, in order.
+    pub needed: Vec<String>,
+    /// DT_RPATH entries, unexpanded.
+    pub rpath: Vec<String>,
+    /// DT_RUNPATH entries, unexpanded.
+    pub runpath: Vec<String>,
+    /// Has a PT_DYNAMIC segment (false for static programs).
+    pub dynamic: bool,
+    /// DF_1_NODEFLIB: the loader skips its cache and default dirs for this object's needs.
+    pub nodeflib: bool,
+}
+
+/// Reads and parses `path`, refusing what tote cannot pack: a missing path, a directory, a
+/// file that is not ELF, an ELF for another architecture.
+pub fn read(path: &Path) -> Result<Object> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    if meta.is_dir() {
+        bail!("{}: is a directory, not a program", path.display());
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    parse(path, bytes)
+}
+
+/// Whether `path` holds an ELF object tote can pack, without reporting why not: for library
+/// candidates, where a wrong-architecture file in a search dir is simply skipped.
+pub fn is_packable(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| check_header(path, &b).is_ok())
+}
+
+fn check_header(path: &Path, bytes: &[u8]) -> Result<()> {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+        bail!(
+            "{}: not an ELF file (tote packs compiled programs)",
+            path.display()
+        );
+    }
+    let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
+    if bytes[4] != ELFCLASS64 || machine != EM_X86_64 {
+        bail!(
+            "{}: built for {}, not x86-64 (tote packs x86-64 programs)",
+            path.display(),
+            goblin::elf::header::machine_to_str(machine)
+        );
+    }
+    Ok(())
+}
+
+fn parse(path: &Path, bytes: Vec<u8>) -> Result<Object> {
+    check_header(path, &bytes)?;
+    let elf =
+        Elf::parse(&bytes).with_context(|| format!("{}: malformed ELF file", path.display()))?;
+    let split = |v: &[&str]| -> Vec<String> {
+        v.iter()
+            .flat_map(|s| s.split(':'))
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let flags_1 = elf
+        .dynamic
+        .as_ref()
+        .and_then(|d| d.dyns.iter().find(|e| e.d_tag == DT_FLAGS_1))
+        .map_or(0, |e| e.d_val);
+    let object = Object {
+        source: path.to_path_buf(),
+        interpreter: elf.interpreter.map(String::from),
+        needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+        rpath: split(&elf.rpaths),
+        runpath: split(&elf.runpaths),
+        dynamic: elf.dynamic.is_some(),
+        nodeflib: flags_1 & DF_1_NODEFLIB != 0,
+        bytes: Vec::new(),
+    };
+    Ok(Object { bytes, ..object })
+}
