@@ -37,6 +37,8 @@ fn build_launcher(launcher: &Path, target_dir: &Path) -> PathBuf {
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_PROFILE_RELEASE_LTO")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building the launcher stub failed");

@@ -28,9 +28,17 @@ struct File {
     slots: Vec<Slot>,
 }
 
+/// One symlink of the bundle.
+struct Link {
+    /// Relative to the bundle root.
+    path: String,
+    target: String,
+}
+
 /// Everything that goes into a payload before it is encoded.
 pub struct Bundle {
     files: Vec<File>,
+    links: Vec<Link>,
     programs: Vec<(String, String)>,
 }
 
@@ -39,16 +47,31 @@ impl Bundle {
     pub fn from_closure(closure: &Closure, name: &str) -> Result<Bundle> {
         let lib_dirs = closure.library_dirs();
         let mut files = Vec::new();
+        let mut links = Vec::new();
         let program = &closure.program;
         files.push(program_file(program, closure, &lib_dirs)?);
         if let Some(interp) = &closure.interpreter {
             files.push(plain_file(interp)?);
         }
         for lib in &closure.libraries {
-            files.push(library_file(lib, &lib_dirs)?);
+            match &closure.interpreter {
+                // Libraries that name the loader (libc does) get the loader itself, untouched.
+                Some(interp) if same_file(&lib.object.source, &interp.object.source) => {
+                    let target = relative_link(&lib.dest, &interp.dest);
+                    links.push(Link {
+                        path: relative(&lib.dest)?,
+                        target,
+                    });
+                }
+                _ => files.push(library_file(lib, &lib_dirs)?),
+            }
         }
         let programs = vec![(name.to_string(), relative(&program.dest)?)];
-        Ok(Bundle { files, programs })
+        Ok(Bundle {
+            files,
+            links,
+            programs,
+        })
     }
 
     /// Writes launcher stub and payload to `output`, through a temporary file in its dir.
@@ -114,11 +137,18 @@ impl Bundle {
         Ok(payload)
     }
 
-    /// Dirs first (every parent of every file, sorted), then the files in bundle order.
+    /// Dirs first (every parent of every file and link, sorted), then the files in bundle
+    /// order, then the links.
     fn index(&self) -> Vec<u8> {
-        let dirs: BTreeSet<String> = self.files.iter().flat_map(|f| parents(&f.path)).collect();
+        let paths = self
+            .files
+            .iter()
+            .map(|f| &f.path)
+            .chain(self.links.iter().map(|l| &l.path));
+        let dirs: BTreeSet<String> = paths.flat_map(|p| parents(p)).collect();
         let mut out = Bytes(Vec::new());
-        Index::encode_count((dirs.len() + self.files.len()) as u32, &mut out);
+        let count = dirs.len() + self.files.len() + self.links.len();
+        Index::encode_count(count as u32, &mut out);
         for d in &dirs {
             Entry::new(payload::KIND_DIR, 0o755, 0, d.as_bytes(), b"").encode(&[], &mut out);
         }
@@ -140,6 +170,16 @@ impl Bundle {
                 b"",
             );
             entry.encode(&patches, &mut out);
+        }
+        for l in &self.links {
+            let entry = Entry::new(
+                payload::KIND_SYMLINK,
+                0o777,
+                0,
+                l.path.as_bytes(),
+                l.target.as_bytes(),
+            );
+            entry.encode(&[], &mut out);
         }
         out.0
     }
@@ -243,20 +283,44 @@ fn root_token() -> &'static str {
     std::str::from_utf8(payload::ROOT_TOKEN).expect("ASCII token")
 }
 
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 /// `$ORIGIN` followed by the way from `from` to `to`, both absolute dirs.
 fn origin_relative(from: &Path, to: &Path) -> String {
+    let way = relative_way(from, to);
+    if way.is_empty() {
+        "$ORIGIN".to_string()
+    } else {
+        format!("$ORIGIN/{way}")
+    }
+}
+
+/// A symlink target that leads from the link at `link` to `target`, both absolute.
+fn relative_link(link: &Path, target: &Path) -> String {
+    let way = relative_way(
+        link.parent().unwrap_or(Path::new("/")),
+        target.parent().unwrap_or(Path::new("/")),
+    );
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    if way.is_empty() {
+        name.into_owned()
+    } else {
+        format!("{way}/{name}")
+    }
+}
+
+/// The relative path from dir `from` to dir `to`: `..` up to their common part, then down.
+fn relative_way(from: &Path, to: &Path) -> String {
     let a: Vec<Component> = from.components().collect();
     let b: Vec<Component> = to.components().collect();
     let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let mut s = String::from("$ORIGIN");
-    for _ in common..a.len() {
-        s.push_str("/..");
-    }
-    for c in &b[common..] {
-        s.push('/');
-        s.push_str(&c.as_os_str().to_string_lossy());
-    }
-    s
+    let ups = (common..a.len()).map(|_| "..".to_string());
+    let downs = b[common..]
+        .iter()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    ups.chain(downs).collect::<Vec<_>>().join("/")
 }
 
 /// The bundle path of an absolute host path: the same path without its leading `/`.
@@ -331,6 +395,16 @@ mod tests {
             "$ORIGIN/../../usr/lib/x86_64-linux-gnu"
         );
         assert_eq!(f("/opt/app/lib", "/opt/app/lib/plugins"), "$ORIGIN/plugins");
+    }
+
+    #[test]
+    fn relative_link_reaches_the_target() {
+        let f = |a: &str, b: &str| relative_link(Path::new(a), Path::new(b));
+        assert_eq!(
+            f("/lib/x86_64-linux-gnu/ld.so", "/lib64/ld.so"),
+            "../../lib64/ld.so"
+        );
+        assert_eq!(f("/lib/a.so", "/lib/b.so"), "b.so");
     }
 
     #[test]

@@ -459,3 +459,183 @@ pub fn safe_path(p: &[u8]) -> Result<&[u8], FormatError> {
         Ok(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    struct Buf(Vec<u8>);
+
+    impl Sink for Buf {
+        fn put(&mut self, bytes: &[u8]) {
+            self.0.extend_from_slice(bytes);
+        }
+    }
+
+    fn trailer() -> Trailer {
+        Trailer {
+            codec: CODEC_XZ,
+            data_offset: 1000,
+            data_len: 500,
+            index_len: 60,
+            run_len: 40,
+            raw_len: 4000,
+            dict_size: 1 << 20,
+            payload_checksum: 7,
+            run_checksum: 9,
+            key: [3; KEY_LEN],
+        }
+    }
+
+    const FILE_LEN: u64 = 1000 + 500 + 60 + 40 + TRAILER_LEN as u64;
+
+    #[test]
+    fn trailer_round_trips() {
+        let t = trailer();
+        assert_eq!(Trailer::decode(&t.encode(), FILE_LEN), Ok(t));
+    }
+
+    #[test]
+    fn trailer_refuses_every_single_byte_change() {
+        let good = trailer().encode();
+        for at in 0..TRAILER_LEN {
+            for flip in [1u8, 0x80, 0xff] {
+                let mut bad = good;
+                bad[at] ^= flip;
+                assert!(
+                    Trailer::decode(&bad, FILE_LEN).is_err(),
+                    "byte {at} ^ {flip:#x} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trailer_refuses_regions_that_do_not_fill_the_file() {
+        let t = trailer().encode();
+        assert_eq!(
+            Trailer::decode(&t, FILE_LEN + 1),
+            Err(FormatError::Malformed)
+        );
+        assert_eq!(
+            Trailer::decode(&t, FILE_LEN - 1),
+            Err(FormatError::Malformed)
+        );
+        assert_eq!(
+            Trailer::decode(&[0; TRAILER_LEN], FILE_LEN),
+            Err(FormatError::NoPayload)
+        );
+    }
+
+    #[test]
+    fn run_table_round_trips() {
+        let programs = [
+            Program {
+                name: b"jq",
+                path: b"usr/bin/jq",
+            },
+            Program {
+                name: b"sh",
+                path: b"bin/sh",
+            },
+        ];
+        let vars = [Var {
+            name: b"GCONV_PATH",
+            value: b"${TOTE_ROOT}/usr/lib/gconv",
+        }];
+        let mut out = Buf(Vec::new());
+        RunTable::encode(&programs, &vars, &mut out);
+        let run = RunTable::decode(&out.0).unwrap();
+        let names: Vec<_> = run.programs().map(|p| (p.name, p.path)).collect();
+        assert_eq!(
+            names,
+            [(&b"jq"[..], &b"usr/bin/jq"[..]), (b"sh", b"bin/sh")]
+        );
+        let v: Vec<_> = run.vars().map(|v| (v.name, v.value)).collect();
+        assert_eq!(
+            v,
+            [(&b"GCONV_PATH"[..], &b"${TOTE_ROOT}/usr/lib/gconv"[..])]
+        );
+        for cut in 0..out.0.len() {
+            assert!(
+                RunTable::decode(&out.0[..cut]).is_err(),
+                "truncated at {cut} accepted"
+            );
+        }
+    }
+
+    fn index_bytes(entries: &[(Entry, &[Patch])]) -> Vec<u8> {
+        let mut out = Buf(Vec::new());
+        Index::encode_count(entries.len() as u32, &mut out);
+        for (e, p) in entries {
+            e.encode(p, &mut out);
+        }
+        out.0
+    }
+
+    #[test]
+    fn index_round_trips_with_patches() {
+        let patch = Patch {
+            offset: 16,
+            capacity: 64,
+            template: b"${TOTE_ROOT}/lib",
+        };
+        let bytes = index_bytes(&[
+            (Entry::new(KIND_DIR, 0o755, 0, b"usr", b""), &[]),
+            (Entry::new(KIND_FILE, 0o755, 100, b"usr/jq", b""), &[patch]),
+            (Entry::new(KIND_SYMLINK, 0o777, 0, b"usr/q", b"jq"), &[]),
+        ]);
+        let index = Index::decode(&bytes, 100).unwrap();
+        let entries: Vec<Entry> = index.entries().collect();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[1].path, b"usr/jq");
+        assert_eq!(entries[1].patches().collect::<Vec<_>>(), [patch]);
+        assert_eq!(entries[2].target, b"jq");
+        assert_eq!(
+            Index::decode(&bytes, 99).err(),
+            Some(FormatError::Malformed)
+        );
+        for cut in 0..bytes.len() {
+            assert!(
+                Index::decode(&bytes[..cut], 100).is_err(),
+                "truncated at {cut} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn index_refuses_patches_outside_their_file() {
+        let patch = Patch {
+            offset: 90,
+            capacity: 64,
+            template: b"",
+        };
+        let bytes = index_bytes(&[(Entry::new(KIND_FILE, 0o644, 100, b"f", b""), &[patch])]);
+        assert_eq!(
+            Index::decode(&bytes, 100).err(),
+            Some(FormatError::Malformed)
+        );
+    }
+
+    #[test]
+    fn index_refuses_paths_that_leave_the_root() {
+        for bad in [
+            &b"/etc/passwd"[..],
+            b"../x",
+            b"a/../../x",
+            b"a//b",
+            b"",
+            b"a/./b",
+            b"a\0b",
+        ] {
+            let bytes = index_bytes(&[(Entry::new(KIND_DIR, 0o755, 0, bad, b""), &[])]);
+            assert_eq!(
+                Index::decode(&bytes, 0).err(),
+                Some(FormatError::UnsafePath),
+                "{bad:?}"
+            );
+        }
+    }
+}
