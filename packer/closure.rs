@@ -270,3 +270,94 @@ fn read_ld_so_conf(path: &Path, dirs: &mut Vec<PathBuf>, depth: usize) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ld_so_conf_follows_includes_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("conf.d")).unwrap();
+        std::fs::write(
+            d.join("ld.so.conf"),
+            "# top\n/first\ninclude conf.d/*.conf\n/last # end\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("conf.d/b.conf"), "/from-b\n").unwrap();
+        std::fs::write(
+            d.join("conf.d/a.conf"),
+            "/from-a\ninclude /nonexistent/*.conf\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("conf.d/ignored.txt"), "/never\n").unwrap();
+        let mut dirs = Vec::new();
+        read_ld_so_conf(&d.join("ld.so.conf"), &mut dirs, 0);
+        assert_eq!(
+            dirs,
+            ["/first", "/from-a", "/from-b", "/last"].map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn rpath_tokens_expand() {
+        let entries = [
+            "$ORIGIN/../lib".to_string(),
+            "${ORIGIN}/x".into(),
+            "/opt/$LIB".into(),
+            "/p/$PLATFORM".into(),
+        ];
+        let got = expand(&entries, Path::new("/app/bin/tool"));
+        let want = [
+            "/app/bin/../lib",
+            "/app/bin/x",
+            "/opt/lib/x86_64-linux-gnu",
+            "/p/x86_64",
+        ];
+        assert_eq!(got, want.map(PathBuf::from));
+    }
+
+    fn member(dest: &str, rpath: &[&str], runpath: &[&str], nodeflib: bool) -> Member {
+        let object = Object {
+            source: PathBuf::from(dest),
+            bytes: Vec::new(),
+            interpreter: None,
+            needed: Vec::new(),
+            rpath: rpath.iter().map(|s| s.to_string()).collect(),
+            runpath: runpath.iter().map(|s| s.to_string()).collect(),
+            dynamic: true,
+            nodeflib,
+        };
+        Member {
+            dest: PathBuf::from(dest),
+            object,
+        }
+    }
+
+    #[test]
+    fn search_order_follows_the_loader() {
+        let system = SystemDirs {
+            dirs: vec![PathBuf::from("/sys")],
+        };
+        let program = member("/app/bin/tool", &["$ORIGIN/../lib"], &[], false);
+        let paths = |needer: &Member| search_dirs(needer, &program, &system);
+        // The program's own rpath, then the system dirs.
+        assert_eq!(
+            paths(&program),
+            ["/app/bin/../lib", "/sys"].map(PathBuf::from)
+        );
+        // A library with rpath: its own, then the program's.
+        let lib = member("/l/liba.so", &["/r"], &[], false);
+        assert_eq!(
+            paths(&lib),
+            ["/r", "/app/bin/../lib", "/sys"].map(PathBuf::from)
+        );
+        // A library with runpath: its runpath only, neither rpath.
+        let lib = member("/l/libb.so", &["/ignored"], &["$ORIGIN/run"], false);
+        assert_eq!(paths(&lib), ["/l/run", "/sys"].map(PathBuf::from));
+        // DF_1_NODEFLIB: no system dirs.
+        let lib = member("/l/libc.so", &[], &[], true);
+        assert_eq!(paths(&lib), ["/app/bin/../lib"].map(PathBuf::from));
+    }
+}

@@ -340,3 +340,176 @@ fn write_phdrs(out: &mut [u8], at: usize, phdrs: &[ProgramHeader]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use goblin::elf::dynamic::DT_NEEDED;
+
+    const LIBM: &str = "/lib/x86_64-linux-gnu/libm.so.6";
+
+    fn libm() -> Vec<u8> {
+        std::fs::read(LIBM).expect("Debian's libm")
+    }
+
+    /// The same object with every PT_NOTE header made PT_NULL, as musl-gcc output has none.
+    fn without_notes(bytes: &[u8]) -> Vec<u8> {
+        let elf = Elf::parse(bytes).unwrap();
+        let mut out = bytes.to_vec();
+        for (i, p) in elf.program_headers.iter().enumerate() {
+            if p.p_type == PT_NOTE {
+                let at = elf.header.e_phoff as usize + i * PHDR_SIZE;
+                out[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn dyn_value(elf: &Elf, tag: u64) -> Option<u64> {
+        elf.dynamic
+            .as_ref()?
+            .dyns
+            .iter()
+            .find(|d| d.d_tag == tag)
+            .map(|d| d.d_val)
+    }
+
+    /// Checks what every rewritten object must satisfy, whichever route it took.
+    fn check_common(before: &[u8], after: &[u8]) {
+        let old = Elf::parse(before).unwrap();
+        let new = Elf::parse(after).unwrap();
+        assert_eq!(new.libraries, old.libraries, "needed libraries unchanged");
+        assert_eq!(new.soname, old.soname);
+        assert!(new.runpaths.is_empty(), "runpath removed");
+        assert_ne!(
+            dyn_value(&new, DT_FLAGS_1).unwrap() & DF_1_NODEFLIB,
+            0,
+            "DF_1_NODEFLIB set"
+        );
+        let loads: Vec<_> = new
+            .program_headers
+            .iter()
+            .filter(|p| p.p_type == PT_LOAD)
+            .collect();
+        assert!(
+            loads
+                .windows(2)
+                .all(|w| w[0].p_vaddr + w[0].p_memsz <= w[1].p_vaddr),
+            "loads sorted"
+        );
+        let last = loads.last().unwrap();
+        assert_eq!(last.p_offset % PAGE, last.p_vaddr % PAGE);
+        assert_eq!(last.p_offset + last.p_filesz, after.len() as u64);
+        let dynamic = new
+            .program_headers
+            .iter()
+            .find(|p| p.p_type == PT_DYNAMIC)
+            .unwrap();
+        assert!(dynamic.p_vaddr >= last.p_vaddr && dynamic.p_vaddr < last.p_vaddr + last.p_memsz);
+        let count = |elf: &Elf| {
+            elf.dynamic
+                .as_ref()
+                .unwrap()
+                .dyns
+                .iter()
+                .filter(|d| d.d_tag == DT_NEEDED)
+                .count()
+        };
+        assert_eq!(count(&new), count(&old));
+    }
+
+    #[test]
+    fn library_gets_origin_rpath_through_a_note_header() {
+        let before = libm();
+        let r = rewrite(
+            &before,
+            &Role::Library {
+                rpath: b"$ORIGIN:$ORIGIN/../x",
+            },
+        )
+        .unwrap();
+        check_common(&before, &r.bytes);
+        let new = Elf::parse(&r.bytes).unwrap();
+        assert_eq!(new.rpaths, ["$ORIGIN:$ORIGIN/../x"]);
+        let old = Elf::parse(&before).unwrap();
+        assert_eq!(
+            new.header.e_phoff, old.header.e_phoff,
+            "route A keeps the header table"
+        );
+        assert_eq!(new.program_headers.len(), old.program_headers.len());
+        assert!(r.slots.is_empty());
+    }
+
+    #[test]
+    fn library_without_notes_moves_its_header_table() {
+        let before = without_notes(&libm());
+        let r = rewrite(&before, &Role::Library { rpath: b"$ORIGIN" }).unwrap();
+        check_common(&before, &r.bytes);
+        let new = Elf::parse(&r.bytes).unwrap();
+        let old = Elf::parse(&before).unwrap();
+        assert_eq!(new.program_headers.len(), old.program_headers.len() + 1);
+        let last = new
+            .program_headers
+            .iter()
+            .filter(|p| p.p_type == PT_LOAD)
+            .last()
+            .unwrap();
+        let first = new
+            .program_headers
+            .iter()
+            .find(|p| p.p_type == PT_LOAD)
+            .unwrap();
+        assert_eq!(
+            last.p_vaddr - last.p_offset,
+            first.p_vaddr - first.p_offset,
+            "delta kept"
+        );
+        assert!(
+            new.header.e_phoff >= last.p_offset
+                && new.header.e_phoff < last.p_offset + last.p_filesz
+        );
+    }
+
+    #[test]
+    fn executable_gets_interpreter_and_rpath_slots() {
+        let before = std::fs::read("/proc/self/exe").unwrap();
+        let role = Role::Executable {
+            interpreter: b"${TOTE_ROOT}/lib64/ld.so",
+            rpath: b"${TOTE_ROOT}/lib",
+        };
+        let r = rewrite(&before, &role).unwrap();
+        check_common(&before, &r.bytes);
+        let new = Elf::parse(&r.bytes).unwrap();
+        let interp = new
+            .program_headers
+            .iter()
+            .find(|p| p.p_type == PT_INTERP)
+            .unwrap();
+        assert_eq!(interp.p_filesz, SLOT as u64);
+        assert_eq!(
+            r.slots[0],
+            Slot {
+                offset: interp.p_offset,
+                capacity: SLOT as u32,
+                template: b"${TOTE_ROOT}/lib64/ld.so".to_vec()
+            }
+        );
+        let strtab = dyn_value(&new, DT_STRTAB).unwrap();
+        let rpath_at = dyn_value(&new, DT_RPATH).unwrap();
+        let last = new
+            .program_headers
+            .iter()
+            .filter(|p| p.p_type == PT_LOAD)
+            .last()
+            .unwrap();
+        assert_eq!(
+            r.slots[1].offset,
+            strtab - last.p_vaddr + last.p_offset + rpath_at
+        );
+        let slot_bytes = &r.bytes[r.slots[1].offset as usize..][..SLOT];
+        assert!(
+            slot_bytes.iter().all(|b| *b == 0),
+            "slots are left empty for the launcher"
+        );
+    }
+}
