@@ -8,40 +8,83 @@ use crate::path::Path;
 use crate::payload::{KEY_LEN, MARKER};
 use crate::sys::{self, Errno, AT_FDCWD, EEXIST};
 
-/// Chooses the cache root, creating it when missing. The cases, in order:
-/// - `$TOTE_CACHE_DIR` set: that dir, created 0700; failing to make it is an error, since
-///   the user asked for it;
-/// - `$HOME` set: `$HOME/.cache/tote`, when it can be made;
-/// - otherwise `/tmp/tote-<euid>`, creating `/tmp` itself when missing (as in an empty image).
-pub fn root(args: &Args) -> Result<Path, Fail> {
+/// Where this payload's bundle lives, and whether it is complete there already.
+pub struct Bundle {
+    pub dir: Path,
+    pub complete: bool,
+}
+
+/// The cache roots to consider, in order:
+/// - `$TOTE_CACHE_DIR` when set: that dir alone, since the user asked for it;
+/// - else `$HOME/.cache/tote` when HOME is set, then `/tmp/tote-<euid>`.
+struct Candidates {
+    roots: [Option<Path>; 2],
+    /// Whether the roots came from `$TOTE_CACHE_DIR`.
+    chosen: bool,
+}
+
+fn candidates(args: &Args) -> Result<Candidates, Fail> {
     if let Some(dir) = args.env(b"TOTE_CACHE_DIR").filter(|d| !d.is_empty()) {
         let p = Path::from(dir).map_err(|e| fail(dir, e))?;
-        make_dirs(&p).map_err(|e| fail(dir, e))?;
-        out::debug(&[b"cache root (TOTE_CACHE_DIR): ", p.bytes()]);
-        return Ok(p);
+        return Ok(Candidates {
+            roots: [Some(p), None],
+            chosen: true,
+        });
     }
-    if let Some(home) = args.env(b"HOME").filter(|h| !h.is_empty()) {
-        if let Ok(p) = Path::from(home).and_then(|mut p| p.join(b".cache/tote").map(|_| p)) {
-            match make_dirs(&p) {
-                Ok(()) => {
-                    out::debug(&[b"cache root (HOME): ", p.bytes()]);
-                    return Ok(p);
-                }
-                Err(_) => out::debug(&[b"cannot create ", p.bytes(), b", trying /tmp"]),
+    let home = args.env(b"HOME").filter(|h| !h.is_empty()).and_then(|h| {
+        let mut p = Path::from(h).ok()?;
+        p.join(b".cache/tote").ok()?;
+        Some(p)
+    });
+    let mut tmp = out::Line::new();
+    tmp.push(b"/tmp/tote-");
+    tmp.push_decimal(sys::geteuid() as u64);
+    let tmp = Path::from(tmp.bytes()).map_err(|e| fail(tmp.bytes(), e))?;
+    Ok(Candidates {
+        roots: [home, Some(tmp)],
+        chosen: false,
+    })
+}
+
+/// Finds the bundle dir for payload `key`. A complete bundle under any candidate root is used
+/// as it is, and nothing is created: that is the warm path. Otherwise the first root that
+/// exists or can be created (missing parents 0700, `/tmp` 1777) is where extraction goes.
+pub fn locate(args: &Args, key: &[u8; KEY_LEN]) -> Result<Bundle, Fail> {
+    let c = candidates(args)?;
+    let roots = || c.roots.iter().flatten();
+    for root in roots() {
+        let dir = bundle_dir(root, key).map_err(|e| fail(root.bytes(), e))?;
+        if is_complete(&dir) {
+            out::debug(&[b"cached: ", dir.bytes()]);
+            return Ok(Bundle {
+                dir,
+                complete: true,
+            });
+        }
+    }
+    let mut last = None;
+    for root in roots() {
+        match make_dirs(root) {
+            Ok(()) => {
+                out::debug(&[b"cache root: ", root.bytes()]);
+                let dir = bundle_dir(root, key).map_err(|e| fail(root.bytes(), e))?;
+                return Ok(Bundle {
+                    dir,
+                    complete: false,
+                });
+            }
+            Err(e) => {
+                out::debug(&[b"cannot create cache root ", root.bytes()]);
+                last = Some(fail(root.bytes(), e));
             }
         }
     }
-    tmp_root()
-}
-
-fn tmp_root() -> Result<Path, Fail> {
-    let mut name = out::Line::new();
-    name.push(b"/tmp/tote-");
-    name.push_decimal(sys::geteuid() as u64);
-    let p = Path::from(name.bytes()).map_err(|e| fail(name.bytes(), e))?;
-    make_dirs(&p).map_err(|e| fail(p.bytes(), e))?;
-    out::debug(&[b"cache root: ", p.bytes()]);
-    Ok(p)
+    let what = if c.chosen {
+        "cannot use TOTE_CACHE_DIR"
+    } else {
+        "no usable cache dir"
+    };
+    Err(last.map_or_else(|| fail(b"", Errno(2)), |f| Fail { what, ..f }))
 }
 
 fn fail(path: &[u8], e: Errno) -> Fail {
@@ -69,7 +112,7 @@ fn make_dirs(p: &Path) -> sys::Result<()> {
 }
 
 /// The bundle dir of a payload: its key in hex under the root.
-pub fn bundle_dir(root: &Path, key: &[u8; KEY_LEN]) -> sys::Result<Path> {
+fn bundle_dir(root: &Path, key: &[u8; KEY_LEN]) -> sys::Result<Path> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut name = [0u8; KEY_LEN];
     for (i, b) in key[..KEY_LEN / 2].iter().enumerate() {

@@ -57,27 +57,17 @@ fn run(args: &Args) -> Result<core::convert::Infallible, Fail> {
     let run = RunTable::decode(&tail[TAIL - TRAILER_LEN - run_len..TAIL - TRAILER_LEN])
         .map_err(|_| damaged("damaged payload (run table)", &own))?;
 
-    // 3. Choose the cache root and this payload's bundle dir in it.
-    let root = cache::root(args)?;
-    let bundle = cache::bundle_dir(&root, &trailer.key).map_err(|e| {
-        Fail::new(
-            Failure::CacheDir,
-            "cache dir path too long",
-            root.bytes(),
-            Some(e),
-        )
-    })?;
+    // 3. Find the bundle dir in the cache.
+    let bundle = cache::locate(args, &trailer.key)?;
 
-    // 4. Extract, unless a complete bundle is already there.
-    if cache::is_complete(&bundle) {
-        out::debug(&[b"cached: ", bundle.bytes()]);
-    } else {
-        extract::extract(&own, &trailer, &bundle)?;
+    // 4. Extract, unless the bundle is complete already.
+    if !bundle.complete {
+        extract::extract(&own, &trailer, &bundle.dir)?;
     }
     sys::close(own.fd);
 
     // 5. Start the program: in place, or as the child of a minimal init when PID 1.
-    program::start(args, &run, &bundle)
+    program::start(args, &run, &bundle.dir)
 }
 
 fn damaged(what: &'static str, own: &OwnFile) -> Fail {
