@@ -81,10 +81,23 @@ impl Bundle {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
+        if !dir.is_dir() {
+            bail!(
+                "{}: no such directory to write {} in",
+                dir.display(),
+                output.display()
+            );
+        }
         let mut tmp = tempfile::Builder::new()
             .prefix(".tote-")
             .tempfile_in(dir)
-            .with_context(|| format!("{}: cannot create a file there", dir.display()))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: cannot create a file there: {}",
+                    dir.display(),
+                    e.kind()
+                )
+            })?;
         tmp.write_all(STUB)?;
         tmp.write_all(&payload)?;
         tmp.as_file()
