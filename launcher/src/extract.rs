@@ -35,10 +35,19 @@ pub fn extract(own: &OwnFile, t: &Trailer, bundle: &Path) -> Result<(), Fail> {
     let result = write_bundle(&tmp, bundle, &index, data, t)
         .map_err(|f| f.unwrap_or_else(|| damaged("damaged payload (compressed data)", own)));
     let published = result.and_then(|()| publish(&tmp, bundle));
-    if published.is_err() || !crate::cache::is_complete(bundle) {
+    if !matches!(published, Ok(Publish::Moved)) {
         remove_tree(&tmp);
     }
-    published
+    published.map(drop)
+}
+
+/// What became of a finished temporary dir.
+#[derive(PartialEq, Eq)]
+enum Publish {
+    /// Renamed into place: it is the bundle now.
+    Moved,
+    /// Another process published the same bundle first: this copy is not needed.
+    Lost,
 }
 
 fn damaged(what: &'static str, own: &OwnFile) -> Fail {
@@ -161,12 +170,12 @@ pub fn expand(p: &Patch, root: &[u8], buf: &mut [u8]) -> sys::Result<usize> {
 
 /// Renames the finished temporary dir to the bundle dir. Losing the race to another process
 /// that published the same bundle first is success.
-fn publish(tmp: &Path, bundle: &Path) -> Result<(), Fail> {
+fn publish(tmp: &Path, bundle: &Path) -> Result<Publish, Fail> {
     match sys::renameat(sys::AT_FDCWD, tmp.cstr(), sys::AT_FDCWD, bundle.cstr()) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Publish::Moved),
         Err(sys::EEXIST) | Err(sys::ENOTEMPTY) if crate::cache::is_complete(bundle) => {
             out::debug(&[b"another process published ", bundle.bytes()]);
-            Ok(())
+            Ok(Publish::Lost)
         }
         Err(e) => Err(write_fail(bundle.bytes(), e)),
     }
