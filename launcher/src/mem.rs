@@ -1,18 +1,15 @@
 //! The memory functions the compiler emits calls to. With no C library linked they must come
-//! from here; each is one `rep` string instruction, which also keeps the compiler from turning
-//! a byte loop back into a call to itself.
+//! from here. Copies and fills use the architecture's string instructions (`arch`), which also
+//! keeps the compiler from turning a byte loop back into a call to itself.
 
-use core::arch::asm;
+use crate::arch;
 
 /// # Safety
 /// `dest` and `src` are valid for `n` bytes and do not overlap.
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees both ranges; rep movsb copies exactly n bytes forwards.
-    unsafe {
-        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dest => _, inout("rsi") src => _,
-             options(nostack, preserves_flags));
-    }
+    // SAFETY: the caller guarantees both ranges and that they do not overlap.
+    unsafe { arch::copy_forward(dest, src, n) };
     dest
 }
 
@@ -22,15 +19,11 @@ pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut
 pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     if (dest as usize).wrapping_sub(src as usize) >= n {
         // SAFETY: dest does not start inside [src, src+n), so a forward copy is safe.
-        return unsafe { memcpy(dest, src, n) };
+        unsafe { arch::copy_forward(dest, src, n) };
+        return dest;
     }
-    // SAFETY: dest starts inside the source range: copy backwards from the last byte, with
-    // the direction flag set for the instruction and cleared again as the ABI requires.
-    unsafe {
-        asm!("std", "rep movsb", "cld",
-             inout("rcx") n => _, inout("rdi") dest.add(n - 1) => _,
-             inout("rsi") src.add(n - 1) => _, options(nostack));
-    }
+    // SAFETY: dest starts inside the source range, so a backward copy is safe.
+    unsafe { arch::copy_backward(dest, src, n) };
     dest
 }
 
@@ -38,11 +31,8 @@ pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mu
 /// `dest` is valid for `n` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees the range; rep stosb stores exactly n bytes.
-    unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dest => _, in("al") c as u8,
-             options(nostack, preserves_flags));
-    }
+    // SAFETY: the caller guarantees the range.
+    unsafe { arch::fill(dest, c as u8, n) };
     dest
 }
 

@@ -79,3 +79,44 @@ pub fn fork() -> isize {
     // address space and stack, exactly like fork; no pointer is passed.
     unsafe { syscall(SYS_CLONE, [SIGCHLD, 0, 0, 0, 0, 0]) }
 }
+
+/// Copies `n` bytes from `src` to `dest`, first byte first.
+///
+/// # Safety
+/// Both ranges are valid for `n` bytes; `dest` does not start inside `(src, src + n)`.
+#[inline(always)]
+pub unsafe fn copy_forward(dest: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: guaranteed by the caller; rep movsb copies exactly n bytes upwards.
+    unsafe {
+        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dest => _, inout("rsi") src => _,
+             options(nostack, preserves_flags));
+    }
+}
+
+/// Copies `n` bytes from `src` to `dest`, last byte first.
+///
+/// # Safety
+/// Both ranges are valid for `n` bytes and `n` > 0.
+#[inline(always)]
+pub unsafe fn copy_backward(dest: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: guaranteed by the caller; the direction flag is set for the copy and cleared
+    // again, as the ABI requires.
+    unsafe {
+        asm!("std", "rep movsb", "cld",
+             inout("rcx") n => _, inout("rdi") dest.add(n - 1) => _,
+             inout("rsi") src.add(n - 1) => _, options(nostack));
+    }
+}
+
+/// Stores `byte` into the `n` bytes at `dest`.
+///
+/// # Safety
+/// The range is valid for `n` bytes.
+#[inline(always)]
+pub unsafe fn fill(dest: *mut u8, byte: u8, n: usize) {
+    // SAFETY: guaranteed by the caller; rep stosb stores exactly n bytes.
+    unsafe {
+        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dest => _, in("al") byte,
+             options(nostack, preserves_flags));
+    }
+}
