@@ -9,7 +9,7 @@ use crate::elf::{self, Object};
 use anyhow::{bail, Result};
 use log::{debug, info};
 use std::collections::{HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// The multiarch triplet that `$LIB` and the default dirs use on x86-64 Debian.
 const TRIPLET: &str = "x86_64-linux-gnu";
@@ -174,7 +174,8 @@ fn search_dirs(needer: &Member, program: &Member, system: &SystemDirs) -> Vec<Pa
     dirs
 }
 
-/// Expands `$ORIGIN` (the dir of the object), `$LIB` and `$PLATFORM` in rpath entries.
+/// Expands `$ORIGIN` (the dir of the object), `$LIB` and `$PLATFORM` in rpath entries, and
+/// folds `.` and `..` so every library has one plain path in the bundle.
 fn expand(entries: &[String], object: &Path) -> Vec<PathBuf> {
     let origin = parent(object).to_string_lossy().into_owned();
     entries
@@ -187,9 +188,25 @@ fn expand(entries: &[String], object: &Path) -> Vec<PathBuf> {
                 .replace("$LIB", &format!("lib/{TRIPLET}"))
                 .replace("${PLATFORM}", "x86_64")
                 .replace("$PLATFORM", "x86_64");
-            PathBuf::from(e)
+            normalize(Path::new(&e))
         })
         .collect()
+}
+
+/// Folds `.` and `..` components lexically. The dirs the loader starts from (`$ORIGIN` of a
+/// canonical program path, the system dirs) hold no symlink to walk back out of.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn parent(p: &Path) -> &Path {
@@ -310,7 +327,7 @@ mod tests {
         ];
         let got = expand(&entries, Path::new("/app/bin/tool"));
         let want = [
-            "/app/bin/../lib",
+            "/app/lib",
             "/app/bin/x",
             "/opt/lib/x86_64-linux-gnu",
             "/p/x86_64",
@@ -343,21 +360,15 @@ mod tests {
         let program = member("/app/bin/tool", &["$ORIGIN/../lib"], &[], false);
         let paths = |needer: &Member| search_dirs(needer, &program, &system);
         // The program's own rpath, then the system dirs.
-        assert_eq!(
-            paths(&program),
-            ["/app/bin/../lib", "/sys"].map(PathBuf::from)
-        );
+        assert_eq!(paths(&program), ["/app/lib", "/sys"].map(PathBuf::from));
         // A library with rpath: its own, then the program's.
         let lib = member("/l/liba.so", &["/r"], &[], false);
-        assert_eq!(
-            paths(&lib),
-            ["/r", "/app/bin/../lib", "/sys"].map(PathBuf::from)
-        );
+        assert_eq!(paths(&lib), ["/r", "/app/lib", "/sys"].map(PathBuf::from));
         // A library with runpath: its runpath only, neither rpath.
         let lib = member("/l/libb.so", &["/ignored"], &["$ORIGIN/run"], false);
         assert_eq!(paths(&lib), ["/l/run", "/sys"].map(PathBuf::from));
         // DF_1_NODEFLIB: no system dirs.
         let lib = member("/l/libc.so", &[], &[], true);
-        assert_eq!(paths(&lib), ["/app/bin/../lib"].map(PathBuf::from));
+        assert_eq!(paths(&lib), ["/app/lib"].map(PathBuf::from));
     }
 }

@@ -451,8 +451,7 @@ mod tests {
         let last = new
             .program_headers
             .iter()
-            .filter(|p| p.p_type == PT_LOAD)
-            .last()
+            .rfind(|p| p.p_type == PT_LOAD)
             .unwrap();
         let first = new
             .program_headers
@@ -499,8 +498,7 @@ mod tests {
         let last = new
             .program_headers
             .iter()
-            .filter(|p| p.p_type == PT_LOAD)
-            .last()
+            .rfind(|p| p.p_type == PT_LOAD)
             .unwrap();
         assert_eq!(
             r.slots[1].offset,

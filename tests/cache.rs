@@ -1,0 +1,216 @@
+//! The cache a packed program extracts into: a second start reuses it without decompressing,
+//! a rebuilt program packed to the same path never runs the old copy, concurrent cold starts
+//! all succeed, and the cache root is chosen as documented (`$TOTE_CACHE_DIR`, else
+//! `$HOME/.cache/tote`, else `/tmp/tote-<euid>`). Host runs use a private cache root.
+
+mod common;
+
+use common::fixtures::{native_command, program, variant};
+use common::outcome::{capture, capture_with_pid, Failures, Run};
+use common::podman::Image;
+use common::tote::{host_command, pack_ok, packed};
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::thread;
+
+/// `TOTE_CACHE_DIR` pointing at `cache`, plus `extra`.
+fn cache_env<'a>(cache: &'a Path, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![("TOTE_CACHE_DIR", common::utf8(cache))];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// Panics unless every stderr line of the launcher is tagged `tote[pid]: `.
+fn assert_tagged(run: &Run, pid: u32) {
+    let tag = format!("tote[{pid}]: ");
+    let untagged: Vec<String> = run
+        .stderr_lines()
+        .into_iter()
+        .filter(|line| !line.starts_with(&tag))
+        .collect();
+    assert!(
+        untagged.is_empty(),
+        "stderr lines without {tag:?}: {untagged:?}"
+    );
+}
+
+fn mentions(run: &Run, word: &str) -> bool {
+    run.stderr_lines().iter().any(|line| line.contains(word))
+}
+
+#[test]
+fn a_second_start_uses_the_cache_without_decompressing() {
+    let cache = common::temp_dir();
+    let env = cache_env(cache.path(), &[("TOTE_DEBUG", "1")]);
+    let argv = ["args_env", "warm"];
+    let native = capture(
+        &mut native_command(&program("args_env"), &argv, &env, Path::new("/")),
+        b"",
+    );
+    let start = || capture_with_pid(&mut host_command(&packed("args_env"), &argv, &env), b"");
+    let (cold_pid, cold) = start();
+    let (warm_pid, warm) = start();
+
+    let mut failures = Failures::new();
+    for (label, run) in [("cold start", &cold), ("warm start", &warm)] {
+        failures.check(
+            &format!("{label} output"),
+            run.stdout == native.stdout && run.success(),
+            || {
+                format!(
+                    "expected:\n{}\ngot:\n{}",
+                    native.stdout_text(),
+                    run.describe()
+                )
+            },
+        );
+    }
+    failures.check(
+        "cold start decompresses",
+        mentions(&cold, "decompressing"),
+        || cold.describe(),
+    );
+    failures.check(
+        "warm start uses the cache",
+        mentions(&warm, "cached"),
+        || warm.describe(),
+    );
+    failures.check(
+        "warm start does not decompress",
+        !mentions(&warm, "decompressing"),
+        || warm.describe(),
+    );
+    failures.finish();
+    assert_tagged(&cold, cold_pid);
+    assert_tagged(&warm, warm_pid);
+}
+
+/// `version.c` built with `-DVERSION=n`.
+fn version_program(n: u32) -> PathBuf {
+    variant(
+        "version",
+        &format!("version{n}"),
+        &[&format!("-DVERSION={n}")],
+    )
+}
+
+#[test]
+fn a_rebuilt_program_packed_to_the_same_path_never_runs_the_old_copy() {
+    let (cache, out_dir) = (common::temp_dir(), common::temp_dir());
+    let output = out_dir.path().join("version");
+    let env = cache_env(cache.path(), &[]);
+    let mut failures = Failures::new();
+    for n in [1, 2, 1] {
+        pack_ok(version_program(n), &output);
+        for start in ["first", "second"] {
+            let run = capture(&mut host_command(&output, &["version"], &env), b"");
+            let expected = format!("version {n}\n");
+            failures.check(
+                &format!("version {n}, {start} start"),
+                run.stdout_text() == expected && run.success(),
+                || run.describe(),
+            );
+        }
+    }
+    failures.finish();
+}
+
+#[test]
+fn concurrent_cold_starts_all_run_correctly() {
+    const STARTS: usize = 8;
+    let cache = common::temp_dir();
+    let env = cache_env(cache.path(), &[]);
+    let argv = ["args_env", "concurrent"];
+    let native = capture(
+        &mut native_command(&program("args_env"), &argv, &env, Path::new("/")),
+        b"",
+    );
+    let packed = packed("args_env");
+    let together = Barrier::new(STARTS);
+    let runs: Vec<Run> = thread::scope(|scope| {
+        let start = || {
+            together.wait();
+            capture(&mut host_command(&packed, &argv, &env), b"")
+        };
+        let starts: Vec<_> = (0..STARTS).map(|_| scope.spawn(start)).collect();
+        starts
+            .into_iter()
+            .map(|start| start.join().expect("a start panicked"))
+            .collect()
+    });
+    let mut failures = Failures::new();
+    for (n, run) in runs.iter().enumerate() {
+        failures.compare(&format!("concurrent start {n}"), &native, run);
+    }
+    failures.finish();
+}
+
+/// Where `/proc/self/exe` points in the packed `self_exe` run with `env` on the host.
+fn host_exe(env: &[(&str, &str)]) -> PathBuf {
+    let run = capture(
+        &mut host_command(&packed("self_exe"), &["self_exe"], env),
+        b"",
+    );
+    exe_of(&run)
+}
+
+fn exe_of(run: &Run) -> PathBuf {
+    let line = run
+        .stdout_lines()
+        .into_iter()
+        .find_map(|line| line.strip_prefix("exe=").map(str::to_owned));
+    PathBuf::from(line.unwrap_or_else(|| panic!("no exe= line:\n{}", run.describe())))
+}
+
+fn assert_under(exe: &Path, root: &Path) {
+    assert!(
+        exe.starts_with(root),
+        "the program runs from {exe:?}, outside the cache root {root:?}"
+    );
+}
+
+#[test]
+fn the_cache_root_is_tote_cache_dir_when_set() {
+    let (cache, home) = (common::temp_dir(), common::temp_dir());
+    let home_text = common::utf8(home.path());
+    let exe = host_exe(&cache_env(cache.path(), &[("HOME", home_text)]));
+    assert_under(
+        &exe,
+        &cache.path().canonicalize().expect("the cache root exists"),
+    );
+}
+
+#[test]
+fn the_cache_root_is_under_home_without_tote_cache_dir() {
+    let home = common::temp_dir();
+    let exe = host_exe(&[("HOME", common::utf8(home.path()))]);
+    let root = home
+        .path()
+        .canonicalize()
+        .expect("home exists")
+        .join(".cache/tote");
+    assert_under(&exe, &root);
+}
+
+/// The packed `self_exe` in a scratch container, run with `options`.
+fn contained_exe(tag: &str, options: &[&str]) -> PathBuf {
+    let packed = packed("self_exe");
+    let image = Image::build(tag, &[(&packed, "/self_exe")]);
+    let run = image.run(options, &["/self_exe"], b"");
+    assert!(run.success(), "{}", run.describe());
+    exe_of(&run)
+}
+
+#[test]
+fn as_root_in_a_container_the_cache_root_is_under_home() {
+    assert_under(&contained_exe("root-home", &[]), Path::new("/.cache/tote"));
+}
+
+#[test]
+fn without_a_usable_home_the_cache_root_is_in_tmp() {
+    let options = ["--user", "1000:1000", "--tmpfs", "/tmp:rw,exec,mode=1777"];
+    assert_under(
+        &contained_exe("tmp-fallback", &options),
+        Path::new("/tmp/tote-1000"),
+    );
+}

@@ -1,0 +1,131 @@
+//! Inputs `tote pack` must refuse: a missing file, a name not on PATH, a text file, a
+//! directory, an ELF file for another machine, and a truncated ELF file. Each refusal is one
+//! stderr line starting `tote: ` that names the input, a non-zero exit, and nothing left in
+//! the output dir (neither the output nor a temporary file).
+
+mod common;
+
+use common::outcome::{capture, Failures, Run, Status};
+use common::tote::tote;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+/// Offset and little-endian value of e_machine for AArch64 in an ELF header.
+const E_MACHINE_OFFSET: usize = 18;
+const EM_AARCH64: u16 = 183;
+
+/// Bytes kept of a fixture to make a truncated ELF: the ELF header alone.
+const ELF_HEADER_SIZE: usize = 64;
+
+/// `tote pack PROGRAM -o OUTPUT` with PATH set to `path_var`.
+fn pack_with_path(program: &OsStr, output: &Path, path_var: &Path) -> Run {
+    capture(
+        tote()
+            .arg("pack")
+            .arg(program)
+            .arg("-o")
+            .arg(output)
+            .env("PATH", path_var),
+        b"",
+    )
+}
+
+/// Records a failure unless packing `program` was refused as the contract says.
+fn check_refused(failures: &mut Failures, label: &str, program: &OsStr, named: &str) {
+    let (out_dir, empty_path) = (common::temp_dir(), common::temp_dir());
+    let output = out_dir.path().join("packed");
+    let run = pack_with_path(program, &output, empty_path.path());
+    let lines = run.stderr_lines();
+    let failed = matches!(run.status, Status::Code(code) if code != 0);
+    failures.check(&format!("{label}: exit status"), failed, || run.describe());
+    let one_line = lines.len() == 1 && lines[0].starts_with("tote: ") && lines[0].contains(named);
+    failures.check(
+        &format!("{label}: one `tote: ` line naming {named}"),
+        one_line,
+        || run.describe(),
+    );
+    let left: Vec<_> = std::fs::read_dir(out_dir.path())
+        .expect("the output dir exists")
+        .map(|entry| entry.expect("a dir entry").file_name())
+        .collect();
+    failures.check(
+        &format!("{label}: nothing left in the output dir"),
+        left.is_empty(),
+        || format!("{left:?}"),
+    );
+}
+
+/// A copy of a fixture with e_machine set to AArch64.
+fn foreign_elf(dir: &Path) -> PathBuf {
+    let mut bytes =
+        std::fs::read(common::fixtures::program("exit_code")).expect("cannot read a fixture");
+    bytes[E_MACHINE_OFFSET..E_MACHINE_OFFSET + 2].copy_from_slice(&EM_AARCH64.to_le_bytes());
+    executable_file(dir, "aarch64-program", &bytes)
+}
+
+/// The first 64 bytes of a fixture: a valid header whose program headers are missing.
+fn truncated_elf(dir: &Path) -> PathBuf {
+    let bytes =
+        std::fs::read(common::fixtures::program("exit_code")).expect("cannot read a fixture");
+    executable_file(dir, "truncated-program", &bytes[..ELF_HEADER_SIZE])
+}
+
+fn executable_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    common::write_file(&path, bytes);
+    common::set_mode(&path, 0o755);
+    path
+}
+
+/// A name that no dir on PATH holds.
+const UNKNOWN_NAME: &str = "tote-no-such-program";
+
+#[test]
+fn unpackable_inputs_are_refused_cleanly() {
+    let inputs = common::temp_dir();
+    let dir = inputs.path();
+    let a_dir = dir.join("a-directory");
+    common::make_dir(&a_dir);
+    let refused = [
+        ("missing file", dir.join("missing-program")),
+        (
+            "text file",
+            executable_file(dir, "notes.txt", b"just some text\n"),
+        ),
+        ("directory", a_dir),
+        ("aarch64 ELF", foreign_elf(dir)),
+        ("truncated ELF", truncated_elf(dir)),
+    ];
+
+    let mut failures = Failures::new();
+    for (label, path) in &refused {
+        check_refused(&mut failures, label, path.as_os_str(), common::utf8(path));
+    }
+    check_refused(
+        &mut failures,
+        "name not on PATH",
+        OsStr::new(UNKNOWN_NAME),
+        UNKNOWN_NAME,
+    );
+    failures.finish();
+}
+
+/// The same command packs a program found on PATH by name: the refusals above are about
+/// the inputs, not about how the command is called.
+#[test]
+fn a_program_named_on_path_is_packed() {
+    let fixture = common::fixtures::program("exit_code");
+    let path_dir = fixture.parent().expect("a fixture has a parent dir");
+    let out_dir = common::temp_dir();
+    let output = out_dir.path().join("packed");
+    let run = pack_with_path(OsStr::new("exit_code"), &output, path_dir);
+    assert!(run.success(), "{}", run.describe());
+
+    let cache = common::temp_dir();
+    let env = [("TOTE_CACHE_DIR", common::utf8(cache.path()))];
+    let started = capture(
+        &mut common::tote::host_command(&output, &["exit_code", "7"], &env),
+        b"",
+    );
+    assert_eq!(started.status, Status::Code(7), "{}", started.describe());
+}
