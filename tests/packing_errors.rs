@@ -129,3 +129,74 @@ fn a_program_named_on_path_is_packed() {
     );
     assert_eq!(started.status, Status::Code(7), "{}", started.describe());
 }
+
+/// A program whose library was removed after linking: the error names the library, the
+/// object that needed it and the dirs searched.
+#[test]
+fn a_missing_library_is_named_with_who_needed_it() {
+    let dir = common::temp_dir();
+    let lib = dir.path().join("libtotegone.so");
+    let program = dir.path().join("needs_gone");
+    let lib_source = common::fixtures::source("origin_lib");
+    let main_source = common::fixtures::source("origin_main");
+    common::fixtures::cc(&[
+        "-shared".as_ref(),
+        "-fPIC".as_ref(),
+        "-o".as_ref(),
+        lib.as_os_str(),
+        lib_source.as_os_str(),
+    ]);
+    let link_dir = format!("-L{}", dir.path().display());
+    let rpath = format!("-Wl,-rpath,{}", dir.path().display());
+    common::fixtures::cc(&[
+        "-o".as_ref(),
+        program.as_os_str(),
+        main_source.as_os_str(),
+        OsStr::new(&link_dir),
+        OsStr::new("-ltotegone"),
+        OsStr::new(&rpath),
+    ]);
+    std::fs::remove_file(&lib).expect("the library was built");
+
+    let mut failures = Failures::new();
+    check_refused(
+        &mut failures,
+        "missing library",
+        program.as_os_str(),
+        "libtotegone.so",
+    );
+    check_refused(
+        &mut failures,
+        "missing library",
+        program.as_os_str(),
+        common::utf8(&program),
+    );
+    check_refused(
+        &mut failures,
+        "missing library",
+        program.as_os_str(),
+        common::utf8(dir.path()),
+    );
+    failures.finish();
+}
+
+/// A failed pack onto an existing file leaves that file as it was.
+#[test]
+fn a_failed_pack_leaves_an_existing_output_untouched() {
+    let dir = common::temp_dir();
+    let output = dir.path().join("existing");
+    common::write_file(&output, b"keep me\n");
+    let text = executable_file(dir.path(), "notes.txt", b"just some text\n");
+    let run = pack_with_path(text.as_os_str(), &output, dir.path());
+    assert!(!run.success(), "{}", run.describe());
+    assert_eq!(std::fs::read(&output).unwrap(), b"keep me\n");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "only the existing file and the input remain: {names:?}"
+    );
+}
