@@ -1,18 +1,19 @@
-//! The bundle: turns a closure into index entries and file contents (rewriting each ELF object
-//! for its role), then writes the tote file: launcher stub, compressed data, index, run table,
+//! The bundle: turns a plan and its closure into index entries and file contents (rewriting
+//! each ELF object for its role), then writes the tote file: launcher stub, compressed data, index, run table,
 //! trailer. The output is written to a temporary file beside it and renamed into place, so it
 //! is never left half-written.
 
 use crate::closure::{Closure, Member};
 use crate::payload::{self, Entry, Index, Patch, Program, RunTable, Sink, Trailer, Var};
+use crate::plan::{relative_link, relative_way, Plan};
 use crate::rewrite::{self, Role, Slot};
 use anyhow::{bail, Context, Result};
 use log::{debug, info};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// The launcher stub, built by `build.rs`.
 pub const STUB: &[u8] = include_bytes!(env!("TOTE_STUB"));
@@ -40,43 +41,105 @@ pub struct Bundle {
     files: Vec<File>,
     links: Vec<Link>,
     programs: Vec<(String, String)>,
+    vars: Vec<(String, String)>,
+}
+
+/// The files and links laid out so far, each dest once.
+#[derive(Default)]
+struct Layout {
+    files: Vec<File>,
+    links: Vec<Link>,
+    dests: HashSet<PathBuf>,
+}
+
+impl Layout {
+    fn push(&mut self, dest: &Path, make: impl FnOnce() -> Result<File>) -> Result<()> {
+        if self.dests.insert(dest.to_path_buf()) {
+            self.files.push(make()?);
+        }
+        Ok(())
+    }
+
+    fn link(&mut self, dest: &Path, target: String) -> Result<()> {
+        if self.dests.insert(dest.to_path_buf()) {
+            self.links.push(Link {
+                path: relative(dest)?,
+                target,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Bundle {
-    /// Lays out `closure` with `name` as the program's name in the run table.
-    pub fn from_closure(closure: &Closure, name: &str) -> Result<Bundle> {
+    /// Lays out a plan: the programs and the other executables rewritten with slots for the
+    /// launcher, the interpreters as they are, every library rewritten to search only the
+    /// bundle, the other files as they are, then the symlinks. `objects` are the ELF objects
+    /// of the plan (programs and added files), `closure` what they need. A dest already laid
+    /// out is not stored twice.
+    pub fn new(plan: &Plan, objects: &[Member], closure: &Closure) -> Result<Bundle> {
         let lib_dirs = closure.library_dirs();
-        let mut files = Vec::new();
-        let mut links = Vec::new();
-        let program = &closure.program;
-        files.push(program_file(program, closure, &lib_dirs)?);
-        if let Some(interp) = &closure.interpreter {
-            files.push(plain_file(interp)?);
+        let mut b = Layout::default();
+        for program in &plan.programs {
+            let member = objects
+                .iter()
+                .find(|m| m.dest == program.path)
+                .context("program read")?;
+            b.push(&member.dest, || executable_file(member, &lib_dirs))?;
+        }
+        for interp in &closure.interpreters {
+            b.push(&interp.dest, || {
+                plain_file(
+                    &interp.dest,
+                    &interp.object.source,
+                    interp.object.bytes.clone(),
+                )
+            })?;
         }
         for lib in &closure.libraries {
-            match &closure.interpreter {
-                // Libraries that name the loader (libc does) get the loader itself, untouched.
-                Some(interp) if same_file(&lib.object.source, &interp.object.source) => {
-                    let target = relative_link(&lib.dest, &interp.dest);
-                    links.push(Link {
-                        path: relative(&lib.dest)?,
-                        target,
-                    });
-                }
-                _ => files.push(library_file(lib, &lib_dirs)?),
+            // Libraries that name the loader (libc does) get the loader itself, untouched.
+            match closure
+                .interpreters
+                .iter()
+                .find(|i| same_file(&lib.object.source, &i.object.source))
+            {
+                Some(interp) => b.link(&lib.dest, relative_link(&lib.dest, &interp.dest))?,
+                None => b.push(&lib.dest, || library_file(lib, &lib_dirs))?,
             }
         }
-        let programs = vec![(name.to_string(), relative(&program.dest)?)];
+        for added in &plan.files {
+            match objects.iter().find(|m| m.dest == added.dest) {
+                Some(m) if m.object.is_executable() => {
+                    b.push(&m.dest, || executable_file(m, &lib_dirs))?
+                }
+                Some(m) => b.push(&m.dest, || library_file(m, &lib_dirs))?,
+                None => b.push(&added.dest, || {
+                    let bytes = std::fs::read(&added.source)
+                        .with_context(|| added.source.display().to_string())?;
+                    plain_file(&added.dest, &added.source, bytes)
+                })?,
+            }
+        }
+        for link in &plan.links {
+            b.link(&link.dest, link.target.clone())?;
+        }
+        let programs = plan
+            .programs
+            .iter()
+            .map(|p| Ok((p.name.clone(), relative(&p.path)?)))
+            .collect::<Result<_>>()?;
         Ok(Bundle {
-            files,
-            links,
+            files: b.files,
+            links: b.links,
             programs,
+            vars: plan.vars.clone(),
         })
     }
 
     /// Writes launcher stub and payload to `output`, through a temporary file in its dir.
-    pub fn write(&self, output: &Path) -> Result<()> {
-        let payload = self.encode()?;
+    /// `level` is xz's preset, 0 to 9; 9 is also "extreme".
+    pub fn write(&self, output: &Path, level: u32) -> Result<()> {
+        let payload = self.encode(level)?;
         let dir = match output.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -110,14 +173,14 @@ impl Bundle {
 
     /// The payload: data, index, run table and trailer, with offsets counted from the end of
     /// the stub.
-    fn encode(&self) -> Result<Vec<u8>> {
+    fn encode(&self, level: u32) -> Result<Vec<u8>> {
         let raw: Vec<u8> = self
             .files
             .iter()
             .flat_map(|f| f.bytes.iter().copied())
             .collect();
         let dict_size = dict_size(raw.len());
-        let data = compress(&raw, dict_size)?;
+        let data = compress(&raw, dict_size, level)?;
         let index = self.index();
         let run = self.run_table()?;
         info!(
@@ -206,7 +269,14 @@ impl Bundle {
                 path: path.as_bytes(),
             })
             .collect();
-        let vars: Vec<Var> = Vec::new();
+        let vars: Vec<Var> = self
+            .vars
+            .iter()
+            .map(|(name, value)| Var {
+                name: name.as_bytes(),
+                value: value.as_bytes(),
+            })
+            .collect();
         let mut out = Bytes(Vec::new());
         RunTable::encode(&programs, &vars, &mut out);
         if out.0.len() > RUN_TABLE_MAX {
@@ -225,12 +295,18 @@ impl Sink for Bytes {
     }
 }
 
-fn program_file(program: &Member, closure: &Closure, lib_dirs: &[PathBuf]) -> Result<File> {
-    let Some(interp) = &closure.interpreter else {
-        debug!("{}: static, stored as it is", program.dest.display());
-        return plain_file(program);
+/// A program of the bundle: its interpreter and rpath become slots the launcher fills in.
+/// A static program is stored as it is.
+fn executable_file(member: &Member, lib_dirs: &[PathBuf]) -> Result<File> {
+    let Some(interp) = &member.object.interpreter else {
+        debug!("{}: static, stored as it is", member.dest.display());
+        return plain_file(
+            &member.dest,
+            &member.object.source,
+            member.object.bytes.clone(),
+        );
     };
-    let interpreter = format!("{}{}", root_token(), interp.dest.display());
+    let interpreter = format!("{}{interp}", root_token());
     let rpath: Vec<String> = lib_dirs
         .iter()
         .map(|d| format!("{}{}", root_token(), d.display()))
@@ -240,12 +316,12 @@ fn program_file(program: &Member, closure: &Closure, lib_dirs: &[PathBuf]) -> Re
         interpreter: interpreter.as_bytes(),
         rpath: rpath.as_bytes(),
     };
-    rewritten(program, &role)
+    rewritten(member, &role)
 }
 
 fn library_file(lib: &Member, lib_dirs: &[PathBuf]) -> Result<File> {
     if !lib.object.dynamic {
-        return plain_file(lib);
+        return plain_file(&lib.dest, &lib.object.source, lib.object.bytes.clone());
     }
     let own_dir = lib.dest.parent().unwrap_or(Path::new("/"));
     let rpath: Vec<String> = lib_dirs
@@ -271,24 +347,23 @@ fn rewritten(member: &Member, role: &Role) -> Result<File> {
     );
     Ok(File {
         path: relative(&member.dest)?,
-        mode: mode(member)?,
+        mode: mode(&member.object.source)?,
         bytes: r.bytes,
         slots: r.slots,
     })
 }
 
-fn plain_file(member: &Member) -> Result<File> {
+fn plain_file(dest: &Path, source: &Path, bytes: Vec<u8>) -> Result<File> {
     Ok(File {
-        path: relative(&member.dest)?,
-        mode: mode(member)?,
-        bytes: member.object.bytes.clone(),
+        path: relative(dest)?,
+        mode: mode(source)?,
+        bytes,
         slots: Vec::new(),
     })
 }
 
-fn mode(member: &Member) -> Result<u32> {
-    let meta = std::fs::metadata(&member.object.source)
-        .with_context(|| format!("{}", member.object.source.display()))?;
+fn mode(source: &Path) -> Result<u32> {
+    let meta = std::fs::metadata(source).with_context(|| source.display().to_string())?;
     Ok(meta.permissions().mode() & 0o777)
 }
 
@@ -308,32 +383,6 @@ fn origin_relative(from: &Path, to: &Path) -> String {
     } else {
         format!("$ORIGIN/{way}")
     }
-}
-
-/// A symlink target that leads from the link at `link` to `target`, both absolute.
-fn relative_link(link: &Path, target: &Path) -> String {
-    let way = relative_way(
-        link.parent().unwrap_or(Path::new("/")),
-        target.parent().unwrap_or(Path::new("/")),
-    );
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
-    if way.is_empty() {
-        name.into_owned()
-    } else {
-        format!("{way}/{name}")
-    }
-}
-
-/// The relative path from dir `from` to dir `to`: `..` up to their common part, then down.
-fn relative_way(from: &Path, to: &Path) -> String {
-    let a: Vec<Component> = from.components().collect();
-    let b: Vec<Component> = to.components().collect();
-    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let ups = (common..a.len()).map(|_| "..".to_string());
-    let downs = b[common..]
-        .iter()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned());
-    ups.chain(downs).collect::<Vec<_>>().join("/")
 }
 
 /// The bundle path of an absolute host path: the same path without its leading `/`.
@@ -366,14 +415,19 @@ fn dict_size(raw_len: usize) -> u32 {
         .clamp(64 << 10, 64 << 20)
 }
 
-/// xz with the x86 branch filter before LZMA2 (preset 9, extreme), through liblzma's
+/// xz with the x86 branch filter before LZMA2 (preset `level`, extreme at 9), through liblzma's
 /// multi-threaded encoder with a fixed block size, so the bytes are the same whatever the
 /// number of threads.
-fn compress(raw: &[u8], dict_size: u32) -> Result<Vec<u8>> {
+fn compress(raw: &[u8], dict_size: u32, level: u32) -> Result<Vec<u8>> {
     use xz2::stream::{Check, Filters, LzmaOptions, MtStreamBuilder};
     /// liblzma's LZMA_PRESET_EXTREME flag, which xz2 does not name.
     const PRESET_EXTREME: u32 = 1 << 31;
-    let mut lzma = LzmaOptions::new_preset(9 | PRESET_EXTREME)?;
+    let preset = if level >= 9 {
+        9 | PRESET_EXTREME
+    } else {
+        level
+    };
+    let mut lzma = LzmaOptions::new_preset(preset)?;
     lzma.dict_size(dict_size);
     let mut filters = Filters::new();
     filters.x86().lzma2(&lzma);
@@ -408,16 +462,6 @@ mod tests {
             "$ORIGIN/../../usr/lib/x86_64-linux-gnu"
         );
         assert_eq!(f("/opt/app/lib", "/opt/app/lib/plugins"), "$ORIGIN/plugins");
-    }
-
-    #[test]
-    fn relative_link_reaches_the_target() {
-        let f = |a: &str, b: &str| relative_link(Path::new(a), Path::new(b));
-        assert_eq!(
-            f("/lib/x86_64-linux-gnu/ld.so", "/lib64/ld.so"),
-            "../../lib64/ld.so"
-        );
-        assert_eq!(f("/lib/a.so", "/lib/b.so"), "b.so");
     }
 
     #[test]

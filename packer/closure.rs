@@ -6,15 +6,16 @@
 //! asks for, so `$ORIGIN` and every compiled-in path keep their meaning inside the bundle.
 
 use crate::elf::{self, Object};
-use anyhow::{bail, Result};
-use log::{debug, info};
+use crate::plan::normalize;
+use anyhow::{bail, Context, Result};
+use log::{debug, info, warn};
 use std::collections::{HashSet, VecDeque};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// The multiarch triplet that `$LIB` and the default dirs use on x86-64 Debian.
 const TRIPLET: &str = "x86_64-linux-gnu";
 
-/// One file of the closure and where it goes in the bundle.
+/// One ELF object of the bundle and where it goes.
 #[derive(Debug)]
 pub struct Member {
     /// The absolute path the file has in the bundle (and had on this host).
@@ -22,11 +23,11 @@ pub struct Member {
     pub object: Object,
 }
 
-#[derive(Debug)]
+/// What the ELF objects of a plan need: interpreters and libraries, each once.
+#[derive(Debug, Default)]
 pub struct Closure {
-    pub program: Member,
-    /// The loader named by PT_INTERP; None for a static program.
-    pub interpreter: Option<Member>,
+    /// The loaders named by PT_INTERP, by their path.
+    pub interpreters: Vec<Member>,
     /// Libraries in breadth-first order.
     pub libraries: Vec<Member>,
 }
@@ -43,57 +44,146 @@ impl Closure {
         }
         dirs
     }
+
+    /// The library stored under file name `name`, if any.
+    pub fn library(&self, name: &str) -> Option<&Member> {
+        self.libraries
+            .iter()
+            .find(|l| l.dest.file_name().is_some_and(|n| n == name))
+    }
+
+    fn has(&self, dest: &Path) -> bool {
+        self.libraries
+            .iter()
+            .chain(&self.interpreters)
+            .any(|m| m.dest == dest)
+    }
 }
 
-/// Which loader the program uses: they search different dirs, and musl's loader is its libc.
+/// Which loader a program uses: they search different dirs, and musl's loader is its libc.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Flavor {
     Glibc,
     Musl,
 }
 
-/// Resolves the whole closure of the program at `program` (an absolute, canonical path).
-pub fn resolve(program: &Path) -> Result<Closure> {
-    let object = elf::read(program)?;
-    let flavor = match &object.interpreter {
-        Some(i) if file_name(i).starts_with("ld-musl") => Flavor::Musl,
-        _ => Flavor::Glibc,
-    };
-    let interpreter = match &object.interpreter {
-        Some(path) => Some(Member {
-            dest: PathBuf::from(path),
-            object: elf::read(Path::new(path))?,
-        }),
-        None => None,
-    };
-    let system = SystemDirs::load(flavor);
-    let program = Member {
-        dest: program.to_path_buf(),
-        object,
-    };
-    let libraries = breadth_first(&program, &system, flavor)?;
-    Ok(Closure {
-        program,
-        interpreter,
-        libraries,
-    })
+impl Flavor {
+    fn of(object: &Object) -> Option<Flavor> {
+        let interp = object.interpreter.as_deref()?;
+        Some(if file_name(interp).starts_with("ld-musl") {
+            Flavor::Musl
+        } else {
+            Flavor::Glibc
+        })
+    }
 }
 
-fn breadth_first(program: &Member, system: &SystemDirs, flavor: Flavor) -> Result<Vec<Member>> {
-    let mut libraries: Vec<Member> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut queue: VecDeque<(String, usize)> = VecDeque::new();
-    let enqueue = |needer: &Member, at: usize, seen: &mut HashSet<String>, q: &mut VecDeque<_>| {
-        for name in &needer.object.needed {
-            if seen.insert(name.clone()) {
-                q.push_back((name.clone(), at));
-            }
+/// An object whose needs are followed, and how strictly.
+pub struct Root<'a> {
+    pub member: &'a Member,
+    /// A need that cannot be found is an error for programs, a warning for added files (a
+    /// plugin whose optional library is not installed).
+    pub required: bool,
+}
+
+/// Resolves what `roots` need. The first root is the main program: its rpath and loader
+/// apply to roots that are not executables themselves (libraries loaded by it at run time).
+/// `extra_libs` (`--lib`) are looked up like needs of the main program.
+pub fn resolve(roots: &[Root], extra_libs: &[String]) -> Result<Closure> {
+    let main = roots.first().context("nothing to pack")?.member;
+    let main_flavor = Flavor::of(&main.object).unwrap_or(Flavor::Glibc);
+    let mut closure = Closure::default();
+    let mut systems: Vec<(Flavor, SystemDirs)> = Vec::new();
+    let mut system = |f: Flavor| -> SystemDirs {
+        if let Some((_, s)) = systems.iter().find(|(g, _)| *g == f) {
+            return s.clone();
         }
+        let s = SystemDirs::load(f);
+        systems.push((f, s.clone()));
+        s
     };
-    // Index 0 stands for the program, i + 1 for libraries[i].
-    enqueue(program, 0, &mut seen, &mut queue);
-    while let Some((name, at)) = queue.pop_front() {
-        let needer = if at == 0 { program } else { &libraries[at - 1] };
+    for lib in extra_libs {
+        let dest = find(lib, main, main, &system(main_flavor))?;
+        info!("{lib} (--lib): {}", dest.display());
+        if !closure.has(&dest) {
+            closure.libraries.push(Member {
+                object: elf::read(&dest)?,
+                dest,
+            });
+        }
+    }
+    let extra: Vec<usize> = (0..closure.libraries.len()).collect();
+    for root in roots {
+        let object = &root.member.object;
+        let (program, flavor) = match Flavor::of(object).filter(|_| object.is_executable()) {
+            Some(f) => (root.member, f),
+            None => (main, main_flavor),
+        };
+        if let Some(interp) = object
+            .interpreter
+            .as_deref()
+            .filter(|_| object.is_executable())
+        {
+            add_interpreter(&mut closure, interp)?;
+        }
+        let start = Start {
+            needer: Needer::Root(root.member),
+            program,
+            required: root.required,
+        };
+        breadth_first(&mut closure, start, &system(flavor), flavor)?;
+    }
+    for i in extra {
+        let start = Start {
+            needer: Needer::Library(i),
+            program: main,
+            required: true,
+        };
+        breadth_first(&mut closure, start, &system(main_flavor), main_flavor)?;
+    }
+    Ok(closure)
+}
+
+fn add_interpreter(closure: &mut Closure, path: &str) -> Result<()> {
+    let dest = PathBuf::from(path);
+    if !closure.interpreters.iter().any(|m| m.dest == dest) {
+        closure.interpreters.push(Member {
+            object: elf::read(&dest)?,
+            dest,
+        });
+    }
+    Ok(())
+}
+
+/// The object whose needs a walk starts from.
+#[derive(Clone, Copy)]
+enum Needer<'a> {
+    Root(&'a Member),
+    Library(usize),
+}
+
+struct Start<'a> {
+    needer: Needer<'a>,
+    /// The executable whose rpath applies.
+    program: &'a Member,
+    required: bool,
+}
+
+/// Follows DT_NEEDED breadth-first from `start`, adding each library found once.
+fn breadth_first(
+    closure: &mut Closure,
+    start: Start,
+    system: &SystemDirs,
+    flavor: Flavor,
+) -> Result<()> {
+    let mut queue: VecDeque<(String, Needer)> = VecDeque::new();
+    let mut seen: HashSet<(String, PathBuf)> = HashSet::new();
+    enqueue(start.needer, closure, &mut queue);
+    while let Some((name, needer_ref)) = queue.pop_front() {
+        let needer = member_of(needer_ref, closure);
+        if !seen.insert((name.clone(), needer.dest.clone())) {
+            continue;
+        }
         if flavor == Flavor::Musl && is_musl_libc(&name) {
             debug!(
                 "{name} (needed by {}): musl's loader is its libc",
@@ -101,25 +191,46 @@ fn breadth_first(program: &Member, system: &SystemDirs, flavor: Flavor) -> Resul
             );
             continue;
         }
-        let dest = find(&name, needer, program, system)?;
+        let dest = match find(&name, needer, start.program, system) {
+            Ok(d) => d,
+            Err(e) if !start.required => {
+                warn!("{e:#}; left out");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if closure.has(&dest) {
+            continue;
+        }
         info!(
             "{name} (needed by {}): {}",
             needer.dest.display(),
             dest.display()
         );
-        let member = Member {
+        closure.libraries.push(Member {
             object: elf::read(&dest)?,
             dest,
-        };
-        libraries.push(member);
+        });
         enqueue(
-            &libraries[libraries.len() - 1],
-            libraries.len(),
-            &mut seen,
+            Needer::Library(closure.libraries.len() - 1),
+            closure,
             &mut queue,
         );
     }
-    Ok(libraries)
+    Ok(())
+}
+
+fn enqueue<'a>(needer: Needer<'a>, closure: &Closure, queue: &mut VecDeque<(String, Needer<'a>)>) {
+    for name in &member_of(needer, closure).object.needed {
+        queue.push_back((name.clone(), needer));
+    }
+}
+
+fn member_of<'a>(needer: Needer<'a>, closure: &'a Closure) -> &'a Member {
+    match needer {
+        Needer::Root(m) => m,
+        Needer::Library(i) => &closure.libraries[i],
+    }
 }
 
 fn is_musl_libc(name: &str) -> bool {
@@ -188,25 +299,11 @@ fn expand(entries: &[String], object: &Path) -> Vec<PathBuf> {
                 .replace("$LIB", &format!("lib/{TRIPLET}"))
                 .replace("${PLATFORM}", "x86_64")
                 .replace("$PLATFORM", "x86_64");
+            // The dirs the loader starts from (`$ORIGIN` of a canonical program path, the
+            // system dirs) hold no symlink to walk back out of, so `..` folds lexically.
             normalize(Path::new(&e))
         })
         .collect()
-}
-
-/// Folds `.` and `..` components lexically. The dirs the loader starts from (`$ORIGIN` of a
-/// canonical program path, the system dirs) hold no symlink to walk back out of.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 fn parent(p: &Path) -> &Path {
@@ -220,6 +317,7 @@ fn file_name(p: &str) -> &str {
 /// The dirs the loader searches after an object's own paths: for glibc the dirs of
 /// `/etc/ld.so.conf` (the loader's cache holds exactly their libraries) then the built-in
 /// defaults; for musl its path file or its defaults.
+#[derive(Clone)]
 struct SystemDirs {
     dirs: Vec<PathBuf>,
 }
@@ -345,6 +443,8 @@ mod tests {
             runpath: runpath.iter().map(|s| s.to_string()).collect(),
             dynamic: true,
             nodeflib,
+            soname: None,
+            uses_iconv: false,
         };
         Member {
             dest: PathBuf::from(dest),

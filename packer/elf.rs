@@ -26,6 +26,18 @@ pub struct Object {
     pub dynamic: bool,
     /// DF_1_NODEFLIB: the loader skips its cache and default dirs for this object's needs.
     pub nodeflib: bool,
+    /// DT_SONAME: set for shared libraries.
+    pub soname: Option<String>,
+    /// Imports `iconv_open`, so it may load glibc's gconv modules at run time.
+    pub uses_iconv: bool,
+}
+
+impl Object {
+    /// A program the loader runs (PT_INTERP, no soname), as opposed to a shared library
+    /// (glibc's libc.so.6 has PT_INTERP too, and a soname).
+    pub fn is_executable(&self) -> bool {
+        self.interpreter.is_some() && self.soname.is_none()
+    }
 }
 
 /// Reads and parses `path`, refusing what tote cannot pack: a missing path, a directory, a
@@ -42,7 +54,12 @@ pub fn read(path: &Path) -> Result<Object> {
 /// Whether `path` holds an ELF object tote can pack, without reporting why not: for library
 /// candidates, where a wrong-architecture file in a search dir is simply skipped.
 pub fn is_packable(path: &Path) -> bool {
-    std::fs::read(path).is_ok_and(|b| check_header(path, &b).is_ok())
+    let mut head = [0u8; 64];
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut head)
+    });
+    read.is_ok() && check_header(path, &head).is_ok()
 }
 
 fn check_header(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -87,6 +104,11 @@ fn parse(path: &Path, bytes: Vec<u8>) -> Result<Object> {
         runpath: split(&elf.runpaths),
         dynamic: elf.dynamic.is_some(),
         nodeflib: flags_1 & DF_1_NODEFLIB != 0,
+        soname: elf.soname.map(String::from),
+        uses_iconv: elf
+            .dynsyms
+            .iter()
+            .any(|s| s.is_import() && elf.dynstrtab.get_at(s.st_name) == Some("iconv_open")),
         bytes: Vec::new(),
     };
     Ok(Object { bytes, ..object })

@@ -1,6 +1,6 @@
 //! `tote`: packs a dynamically linked Linux program and its whole library closure into one
-//! self-contained executable file. This file owns the command line, logging and the error
-//! format (`tote: ...`, one line, exit 1).
+//! self-contained executable file. This file owns the command line, logging, the error
+//! format (`tote: ...`, one line, exit 1) and the order of the packing steps.
 
 mod bundle;
 mod closure;
@@ -9,10 +9,14 @@ mod elf;
 #[allow(dead_code)]
 #[path = "../launcher/src/payload.rs"]
 mod payload;
+mod plan;
+mod recipes;
 mod rewrite;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use closure::{Member, Root};
+use plan::Plan;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -32,19 +36,49 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Pack PROGRAM (a path, or a name looked up on PATH) into one executable file.
-    #[command(after_help = "Example:\n  tote pack /usr/bin/jq -o jq && ./jq -n '1 + 1'")]
-    Pack {
-        program: PathBuf,
-        /// The file to write.
-        #[arg(short, long)]
-        output: PathBuf,
-    },
+    #[command(after_help = PACK_EXAMPLES)]
+    Pack(PackArgs),
     /// Write the bare launcher stub (for inspection).
     #[command(hide = true)]
     Stub {
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+const PACK_EXAMPLES: &str = "Examples:
+  tote pack jq -o jq                      one program
+  tote pack git python3 -o tools          two programs; a link named git runs git
+  tote pack app --add /usr/share/app -o app --env APP_DATA='${TOTE_ROOT}/usr/share/app'
+  tote pack prog --lib libplugin.so.1 -o prog    a library the program opens with dlopen";
+
+#[derive(clap::Args)]
+struct PackArgs {
+    /// The programs to pack; with several, the file runs the one named like the link it is
+    /// invoked through (a link named `git` runs git).
+    #[arg(required = true)]
+    programs: Vec<PathBuf>,
+    /// The file to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Add a file or a whole dir at DEST in the bundle (default: the same absolute path), with
+    /// the libraries every ELF file in it needs. The program finds it under the bundle root,
+    /// `${TOTE_ROOT}/DEST`.
+    #[arg(long, value_name = "PATH[:DEST]")]
+    add: Vec<String>,
+    /// Add a library (soname or path) and what it needs: for libraries opened with dlopen.
+    #[arg(long, value_name = "NAME")]
+    lib: Vec<String>,
+    /// Set a variable for the program at run time, unless it is set already. `${TOTE_ROOT}`
+    /// in VALUE is the bundle's root dir on the host where it runs.
+    #[arg(long, value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Leave out the built-in knowledge of what common programs load at run time.
+    #[arg(long)]
+    no_builtin: bool,
+    /// xz compression level, 0 (fast) to 9 (smallest).
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(0..=9))]
+    level: u32,
 }
 
 fn main() {
@@ -73,28 +107,81 @@ fn init_logging(verbose: u8) {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Pack { program, output } => pack(&program, &output),
+        Command::Pack(args) => pack(&args),
         Command::Stub { output } => {
             std::fs::write(&output, bundle::STUB).with_context(|| format!("{}", output.display()))
         }
     }
 }
 
-fn pack(program: &Path, output: &Path) -> Result<()> {
-    let path = locate(program)?;
-    let name = program
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{}: not a file name", program.display()))?;
-    if output.is_dir() {
+fn pack(args: &PackArgs) -> Result<()> {
+    if args.output.is_dir() {
         bail!(
             "{}: is a directory; -o names the file to write",
-            output.display()
+            args.output.display()
         );
     }
-    let closure = closure::resolve(&path)?;
-    let bundle = bundle::Bundle::from_closure(&closure, name)?;
-    bundle.write(output)
+    let mut plan = Plan::new();
+    for program in &args.programs {
+        let path = locate(program)?;
+        plan.add_program(&program_name(program)?, &path)?;
+    }
+    for spec in &args.env {
+        plan.add_var_spec(spec)?;
+    }
+    for spec in &args.add {
+        plan.add_spec(spec)?;
+    }
+    plan.libs.extend(args.lib.iter().cloned());
+
+    let (mut objects, mut closure) = resolve(&plan)?;
+    if !args.no_builtin {
+        recipes::apply(&mut plan, &closure)?;
+        (objects, closure) = resolve(&plan)?;
+    }
+    let bundle = bundle::Bundle::new(&plan, &objects, &closure)?;
+    bundle.write(&args.output, args.level)
+}
+
+/// Reads the ELF objects of the plan (programs first) and resolves what they need.
+fn resolve(plan: &Plan) -> Result<(Vec<Member>, closure::Closure)> {
+    let mut objects = Vec::new();
+    for p in &plan.programs {
+        objects.push(Member {
+            dest: p.path.clone(),
+            object: elf::read(&p.path)?,
+        });
+    }
+    let programs = objects.len();
+    for added in &plan.files {
+        if elf::is_packable(&added.source) {
+            let object = elf::read(&added.source)?;
+            if object.dynamic {
+                objects.push(Member {
+                    dest: added.dest.clone(),
+                    object,
+                });
+            }
+        }
+    }
+    let roots: Vec<Root> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Root {
+            member: m,
+            required: i < programs,
+        })
+        .collect();
+    let closure = closure::resolve(&roots, &plan.libs)?;
+    Ok((objects, closure))
+}
+
+fn program_name(program: &Path) -> Result<String> {
+    program
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(String::from)
+        .with_context(|| format!("{}: not a file name", program.display()))
 }
 
 /// The canonical path of the program: as given when it contains a `/`, else the first match

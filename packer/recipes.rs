@@ -1,0 +1,232 @@
+//! Built-in knowledge: what common programs and libraries load at run time that their ELF
+//! headers do not name, and the variables that make them find it inside the bundle. Each
+//! recipe looks at the plan and the closure, adds files, and sets variables (only when the
+//! user has not set them, never an `LD_*` one). Each says what it did at `-v`.
+
+use crate::closure::Closure;
+use crate::plan::Plan;
+use anyhow::Result;
+use log::info;
+use std::path::Path;
+
+const ROOT: &str = "${TOTE_ROOT}";
+const MULTIARCH: &str = "/usr/lib/x86_64-linux-gnu";
+
+/// Applies every recipe that fits.
+pub fn apply(plan: &mut Plan, closure: &Closure) -> Result<()> {
+    gconv(plan, closure)?;
+    old_glibc_nss(plan, closure);
+    openssl(plan, closure)?;
+    magic(plan, closure)?;
+    terminfo(plan, closure)?;
+    tcl(plan, closure)?;
+    let programs: Vec<(String, std::path::PathBuf)> = plan
+        .programs
+        .iter()
+        .map(|p| (p.name.clone(), p.path.clone()))
+        .collect();
+    for (name, path) in programs {
+        let real = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if real.starts_with("python3") || name.starts_with("python3") {
+            python(plan, &real)?;
+        } else if real.starts_with("perl") {
+            perl(plan, &path)?;
+        } else if real == "git" {
+            git(plan, &path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds `path` at the same place in the bundle, when it exists on this host.
+fn add_if_present(plan: &mut Plan, path: &str, why: &str) -> Result<bool> {
+    let p = Path::new(path);
+    if !p.exists() {
+        return Ok(false);
+    }
+    info!("{why}: adding {path}");
+    plan.add_path(p, p)?;
+    Ok(true)
+}
+
+fn set(plan: &mut Plan, name: &str, value: &str, why: &str) {
+    info!("{why}: {name}={value} (unless set at run time)");
+    plan.add_var(name, value);
+}
+
+/// glibc's iconv loads its converters from the gconv dir, compiled in as an absolute path.
+fn gconv(plan: &mut Plan, closure: &Closure) -> Result<()> {
+    let uses = closure.libraries.iter().any(|l| l.object.uses_iconv)
+        || plan
+            .programs
+            .iter()
+            .any(|p| crate::elf::read(&p.path).is_ok_and(|o| o.uses_iconv));
+    let dir = format!("{MULTIARCH}/gconv");
+    if uses
+        && closure.library("libc.so.6").is_some()
+        && add_if_present(plan, &dir, "iconv (gconv modules)")?
+    {
+        set(plan, "GCONV_PATH", &format!("{ROOT}{dir}"), "iconv");
+    }
+    Ok(())
+}
+
+/// Before glibc 2.34 the `files` and `dns` NSS modules were separate libraries, loaded with
+/// dlopen for every user, group and host lookup.
+fn old_glibc_nss(plan: &mut Plan, closure: &Closure) {
+    let Some(libc) = closure.library("libc.so.6") else {
+        return;
+    };
+    let has_2_34 = libc.object.bytes.windows(11).any(|w| w == b"GLIBC_2.34\0");
+    if !has_2_34 {
+        info!("glibc older than 2.34: adding the NSS files and dns modules");
+        for lib in ["libnss_files.so.2", "libnss_dns.so.2"] {
+            if !plan.libs.iter().any(|l| l == lib) {
+                plan.libs.push(lib.to_string());
+            }
+        }
+    }
+}
+
+/// OpenSSL reads its config and loads providers from compiled-in paths.
+fn openssl(plan: &mut Plan, closure: &Closure) -> Result<()> {
+    if closure.library("libcrypto.so.3").is_none() {
+        return Ok(());
+    }
+    if add_if_present(plan, "/usr/lib/ssl/openssl.cnf", "OpenSSL config")? {
+        set(
+            plan,
+            "OPENSSL_CONF",
+            &format!("{ROOT}/usr/lib/ssl/openssl.cnf"),
+            "OpenSSL",
+        );
+    }
+    let modules = format!("{MULTIARCH}/ossl-modules");
+    if add_if_present(plan, &modules, "OpenSSL providers")? {
+        set(
+            plan,
+            "OPENSSL_MODULES",
+            &format!("{ROOT}{modules}"),
+            "OpenSSL",
+        );
+    }
+    Ok(())
+}
+
+/// libmagic's compiled database.
+fn magic(plan: &mut Plan, closure: &Closure) -> Result<()> {
+    if closure.library("libmagic.so.1").is_some()
+        && add_if_present(plan, "/usr/lib/file/magic.mgc", "libmagic database")?
+    {
+        set(
+            plan,
+            "MAGIC",
+            &format!("{ROOT}/usr/lib/file/magic.mgc"),
+            "libmagic",
+        );
+    }
+    Ok(())
+}
+
+/// ncurses' terminal descriptions (the base set Debian keeps in /lib/terminfo).
+fn terminfo(plan: &mut Plan, closure: &Closure) -> Result<()> {
+    let uses = ["libtinfo.so.6", "libncursesw.so.6", "libncurses.so.6"]
+        .iter()
+        .any(|l| closure.library(l).is_some());
+    if uses && add_if_present(plan, "/lib/terminfo", "terminfo")? {
+        set(
+            plan,
+            "TERMINFO",
+            &format!("{ROOT}/lib/terminfo"),
+            "terminfo",
+        );
+    }
+    Ok(())
+}
+
+/// Tcl's script library (init.tcl and the rest).
+fn tcl(plan: &mut Plan, closure: &Closure) -> Result<()> {
+    let Some(lib) = closure.libraries.iter().find(|l| {
+        l.dest
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("libtcl8."))
+    }) else {
+        return Ok(());
+    };
+    let name = lib.dest.file_name().unwrap_or_default().to_string_lossy();
+    let version = name.trim_start_matches("libtcl").trim_end_matches(".so");
+    let dir = format!("/usr/share/tcltk/tcl{version}");
+    if add_if_present(plan, &dir, "Tcl library")? {
+        set(plan, "TCL_LIBRARY", &format!("{ROOT}{dir}"), "Tcl");
+    }
+    Ok(())
+}
+
+/// CPython: its standard library (without the test suites: `--add` them when wanted), found
+/// through PYTHONHOME.
+fn python(plan: &mut Plan, real_name: &str) -> Result<()> {
+    let version = real_name.trim_start_matches("python");
+    let dir = format!("/usr/lib/python{version}");
+    if !Path::new(&dir).is_dir() {
+        return Ok(());
+    }
+    info!("python{version}: adding the standard library {dir} (test suites left out)");
+    let skip = |rel: &Path| {
+        let name = rel.file_name().unwrap_or_default();
+        rel == Path::new("test")
+            || name == "tests"
+            || name == "idle_test"
+            || rel == Path::new("site-packages")
+    };
+    plan.add_tree(Path::new(&dir), Path::new(&dir), &skip)?;
+    set(plan, "PYTHONHOME", &format!("{ROOT}/usr"), "python");
+    Ok(())
+}
+
+/// Perl: every dir of its @INC that exists, in order, through PERL5LIB.
+fn perl(plan: &mut Plan, perl: &Path) -> Result<()> {
+    let out = std::process::Command::new(perl)
+        .args(["-e", "print join(qq(\\n), @INC)"])
+        .output();
+    let Ok(out) = out else { return Ok(()) };
+    let mut found = Vec::new();
+    for dir in String::from_utf8_lossy(&out.stdout).lines() {
+        if dir.starts_with('/') && add_if_present(plan, dir, "perl @INC")? {
+            found.push(format!("{ROOT}{dir}"));
+        }
+    }
+    if !found.is_empty() {
+        set(plan, "PERL5LIB", &found.join(":"), "perl");
+    }
+    Ok(())
+}
+
+/// git runs its helpers from its exec path and copies templates into new repositories. The
+/// exec path is the program's own (`git --exec-path`); the templates sit beside it, in
+/// `<prefix>/share/git-core/templates`.
+fn git(plan: &mut Plan, git: &Path) -> Result<()> {
+    let out = std::process::Command::new(git).arg("--exec-path").output();
+    let Ok(out) = out else { return Ok(()) };
+    let exec_path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if exec_path.starts_with('/') && add_if_present(plan, &exec_path, "git exec path")? {
+        set(plan, "GIT_EXEC_PATH", &format!("{ROOT}{exec_path}"), "git");
+    }
+    let prefix = Path::new(&exec_path)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/usr"));
+    let templates = prefix.join("share/git-core/templates");
+    let templates = templates.to_string_lossy();
+    if add_if_present(plan, &templates, "git templates")? {
+        set(
+            plan,
+            "GIT_TEMPLATE_DIR",
+            &format!("{ROOT}{templates}"),
+            "git",
+        );
+    }
+    Ok(())
+}
