@@ -33,12 +33,15 @@ pub struct Closure {
 }
 
 impl Closure {
-    /// Every dir holding a library of the bundle, in first-seen order.
+    /// Every dir holding a library of the bundle, in first-seen order. `glibc-hwcaps`
+    /// subdirs are left out: the loader looks into them by itself, and only on CPUs that can
+    /// run what they hold.
     pub fn library_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = Vec::new();
         for lib in &self.libraries {
             let dir = parent(&lib.dest).to_path_buf();
-            if !dirs.contains(&dir) {
+            let hwcaps = dir.components().any(|c| c.as_os_str() == "glibc-hwcaps");
+            if !hwcaps && !dirs.contains(&dir) {
                 dirs.push(dir);
             }
         }
@@ -207,15 +210,20 @@ fn breadth_first(
             needer.dest.display(),
             dest.display()
         );
-        closure.libraries.push(Member {
-            object: elf::read(&dest)?,
-            dest,
-        });
-        enqueue(
-            Needer::Library(closure.libraries.len() - 1),
-            closure,
-            &mut queue,
-        );
+        for variant in std::iter::once(dest.clone()).chain(hwcaps_variants(&dest)) {
+            if variant != dest {
+                info!("{name}: also its CPU-specific build {}", variant.display());
+            }
+            closure.libraries.push(Member {
+                object: elf::read(&variant)?,
+                dest: variant,
+            });
+            enqueue(
+                Needer::Library(closure.libraries.len() - 1),
+                closure,
+                &mut queue,
+            );
+        }
     }
     Ok(())
 }
@@ -247,13 +255,14 @@ fn find(name: &str, needer: &Member, program: &Member, system: &SystemDirs) -> R
         bail!("{name} (needed by {}): not found", needer.dest.display());
     }
     let dirs = search_dirs(needer, program, system);
-    for dir in &dirs {
+    for (dir, why) in &dirs {
         let candidate = dir.join(name);
         if candidate.is_file() && elf::is_packable(&candidate) {
+            debug!("{name}: found in {} ({why})", dir.display());
             return Ok(candidate);
         }
     }
-    let tried: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let tried: Vec<String> = dirs.iter().map(|(d, _)| d.display().to_string()).collect();
     bail!(
         "{} needs {name} (needed by {}), not found in {}",
         program.dest.display(),
@@ -262,25 +271,49 @@ fn find(name: &str, needer: &Member, program: &Member, system: &SystemDirs) -> R
     )
 }
 
+/// The optimised builds of `lib` that glibc picks on newer CPUs, from the `glibc-hwcaps`
+/// subdirs of its dir; the baseline `lib` stays for older CPUs.
+fn hwcaps_variants(lib: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (lib.parent(), lib.file_name()) else {
+        return Vec::new();
+    };
+    ["x86-64-v4", "x86-64-v3", "x86-64-v2"]
+        .iter()
+        .map(|level| dir.join("glibc-hwcaps").join(level).join(name))
+        .filter(|p| p.is_file() && elf::is_packable(p))
+        .collect()
+}
+
 /// The dirs the loader searches for a library `needer` needs, in order:
 /// - needer without DT_RUNPATH: its DT_RPATH, then the program's DT_RPATH (when the program
 ///   itself has no DT_RUNPATH);
 /// - needer with DT_RUNPATH: only that, and only for its own needs;
 /// - then, unless the needer has DF_1_NODEFLIB, the system dirs.
-fn search_dirs(needer: &Member, program: &Member, system: &SystemDirs) -> Vec<PathBuf> {
+fn search_dirs<'a>(
+    needer: &Member,
+    program: &Member,
+    system: &'a SystemDirs,
+) -> Vec<(PathBuf, &'a str)> {
     let mut dirs = Vec::new();
     let own = &needer.object;
+    let tag = |dirs: Vec<PathBuf>, why: &'static str| dirs.into_iter().map(move |d| (d, why));
     if own.runpath.is_empty() {
-        dirs.extend(expand(&own.rpath, &needer.dest));
+        dirs.extend(tag(expand(&own.rpath, &needer.dest), "rpath of the needer"));
         let is_program = std::ptr::eq(needer, program);
         if !is_program && program.object.runpath.is_empty() {
-            dirs.extend(expand(&program.object.rpath, &program.dest));
+            dirs.extend(tag(
+                expand(&program.object.rpath, &program.dest),
+                "rpath of the program",
+            ));
         }
     } else {
-        dirs.extend(expand(&own.runpath, &needer.dest));
+        dirs.extend(tag(
+            expand(&own.runpath, &needer.dest),
+            "runpath of the needer",
+        ));
     }
     if !own.nodeflib {
-        dirs.extend(system.dirs.iter().cloned());
+        dirs.extend(system.dirs.iter().map(|d| (d.clone(), "system dir")));
     }
     dirs
 }
@@ -458,7 +491,12 @@ mod tests {
             dirs: vec![PathBuf::from("/sys")],
         };
         let program = member("/app/bin/tool", &["$ORIGIN/../lib"], &[], false);
-        let paths = |needer: &Member| search_dirs(needer, &program, &system);
+        let paths = |needer: &Member| -> Vec<PathBuf> {
+            search_dirs(needer, &program, &system)
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect()
+        };
         // The program's own rpath, then the system dirs.
         assert_eq!(paths(&program), ["/app/lib", "/sys"].map(PathBuf::from));
         // A library with rpath: its own, then the program's.

@@ -5,6 +5,7 @@
 mod bundle;
 mod closure;
 mod elf;
+mod inspect;
 // The reading half of the format is the launcher's; the packer reads only in its tests.
 #[allow(dead_code)]
 #[path = "../launcher/src/payload.rs"]
@@ -38,6 +39,8 @@ enum Command {
     /// Pack PROGRAM (a path, or a name looked up on PATH) into one executable file.
     #[command(after_help = PACK_EXAMPLES)]
     Pack(PackArgs),
+    /// Show what a tote file holds: programs, variables, every entry.
+    Inspect { file: PathBuf },
     /// Write the bare launcher stub (for inspection).
     #[command(hide = true)]
     Stub {
@@ -108,6 +111,10 @@ fn init_logging(verbose: u8) {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Pack(args) => pack(&args),
+        Command::Inspect { file } => {
+            print!("{}", inspect::report(&file)?);
+            Ok(())
+        }
         Command::Stub { output } => {
             std::fs::write(&output, bundle::STUB).with_context(|| format!("{}", output.display()))
         }

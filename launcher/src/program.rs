@@ -78,21 +78,26 @@ fn choose<'a>(args: &Args, run: &RunTable<'a>) -> Result<&'a [u8], Fail> {
     let arg0 = args.arg0();
     let invoked = arg0.rsplit(|b| *b == b'/').next().unwrap_or(arg0);
     let mut programs = run.programs();
-    match (programs.next(), programs.next()) {
-        (Some(only), None) => Ok(only.path),
-        _ => run
-            .programs()
-            .find(|p| p.name == invoked)
-            .map(|p| p.path)
-            .ok_or_else(|| {
-                Fail::new(
-                    Failure::Exec,
-                    "no program of this bundle is named",
-                    invoked,
-                    None,
-                )
-            }),
+    if let (Some(only), None) = (programs.next(), programs.next()) {
+        return Ok(only.path);
     }
+    if let Some(p) = run.programs().find(|p| p.name == invoked) {
+        return Ok(p.path);
+    }
+    let mut names = out::Line::new();
+    names.push(invoked);
+    names.push(b" (run this file through a link named after one of its programs:");
+    for p in run.programs() {
+        names.push(b" ");
+        names.push(p.name);
+    }
+    names.push(b")");
+    Err(Fail::new(
+        Failure::Exec,
+        "no program of this name in the bundle",
+        names.bytes(),
+        None,
+    ))
 }
 
 /// The environment the program gets: the caller's own array when nothing is added, else a
