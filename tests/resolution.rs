@@ -1,0 +1,291 @@
+//! How the packer finds what a program needs, each rule on a small C fixture packed and run
+//! in a scratch container against its native run: glibc-hwcaps variants, sonames reached
+//! through symlink chains, a library opened with dlopen and added with `--lib`, data added
+//! with `--add` and found through `--env`, and several programs in one file.
+
+mod common;
+
+use common::fixtures::{cc, source};
+use common::outcome::{capture, Failures, Run, Status};
+use common::podman::Image;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Builds `greeting_lib.c` as a shared library at `output` saying `greeting`.
+fn greeting_lib(output: &Path, greeting: &str, flags: &[&str]) {
+    common::make_dir(output.parent().unwrap());
+    let define = format!("-DGREETING=\"{greeting}\"");
+    let mut args: Vec<&OsStr> = vec![
+        "-shared".as_ref(),
+        "-fPIC".as_ref(),
+        define.as_ref(),
+        "-o".as_ref(),
+    ];
+    args.push(output.as_os_str());
+    let src = source("greeting_lib");
+    args.push(src.as_os_str());
+    args.extend(flags.iter().map(OsStr::new));
+    cc(&args);
+}
+
+/// Builds the C fixture `name` at `output`, linked with `flags`.
+fn program(output: &Path, name: &str, flags: &[String]) {
+    let src = source(name);
+    let mut args: Vec<&OsStr> = vec!["-o".as_ref(), output.as_os_str(), src.as_os_str()];
+    args.extend(flags.iter().map(OsStr::new));
+    cc(&args);
+}
+
+/// `tote pack PROGRAM EXTRA... -o OUTPUT`, required to succeed.
+fn pack(program: &Path, extra: &[&str], output: &Path) {
+    let run = capture(
+        common::tote::tote()
+            .arg("pack")
+            .arg(program)
+            .args(extra)
+            .arg("-o")
+            .arg(output),
+        b"",
+    );
+    assert!(
+        run.success(),
+        "packing {program:?} failed:\n{}",
+        run.describe()
+    );
+}
+
+fn inspect(packed: &Path) -> String {
+    let run = capture(common::tote::tote().arg("inspect").arg(packed), b"");
+    assert!(run.success(), "{}", run.describe());
+    run.stdout_text()
+}
+
+/// The packed file alone in a scratch container, run as `/program ARGS`.
+fn run_in_scratch(packed: &Path, label: &str, extra: &[(&Path, &str)], args: &[&str]) -> Run {
+    let mut files = vec![(packed, "/program")];
+    files.extend_from_slice(extra);
+    let image = Image::build(label, &files);
+    let mut command = vec!["/program"];
+    command.extend_from_slice(args);
+    image.run(&[], &command, b"")
+}
+
+#[test]
+fn glibc_hwcaps_variants_are_bundled_beside_the_baseline() {
+    let dir = common::temp_dir();
+    let lib_dir = dir.path().join("lib");
+    greeting_lib(&lib_dir.join("libtotehw.so"), "baseline build", &[]);
+    greeting_lib(
+        &lib_dir.join("glibc-hwcaps/x86-64-v2/libtotehw.so"),
+        "x86-64-v2 build",
+        &[],
+    );
+    let main = dir.path().join("hw_main");
+    let flags = [
+        format!("-L{}", lib_dir.display()),
+        "-ltotehw".into(),
+        format!("-Wl,-rpath,{}", lib_dir.display()),
+    ];
+    program(&main, "greeting_main", &flags);
+    let packed = dir.path().join("packed");
+    pack(&main, &[], &packed);
+
+    let listing = inspect(&packed);
+    let mut failures = Failures::new();
+    for lib in [
+        "lib/libtotehw.so",
+        "lib/glibc-hwcaps/x86-64-v2/libtotehw.so",
+    ] {
+        failures.check(
+            &format!("{lib} bundled"),
+            listing
+                .lines()
+                .any(|l| l.ends_with(lib) || l.contains(&format!("{lib} "))),
+            || listing.clone(),
+        );
+    }
+    let native = capture(&mut Command::new(&main), b"");
+    let contained = run_in_scratch(&packed, "hwcaps", &[], &[]);
+    failures.compare("hwcaps program in a container", &native, &contained);
+    failures.finish();
+}
+
+#[test]
+fn a_soname_reached_through_symlinks_is_stored_under_that_name() {
+    let dir = common::temp_dir();
+    let lib_dir = dir.path().join("lib");
+    greeting_lib(
+        &lib_dir.join("libtotelink.so.1.2.3"),
+        "through symlinks",
+        &["-Wl,-soname,libtotelink.so.1"],
+    );
+    std::os::unix::fs::symlink("libtotelink.so.1.2.3", lib_dir.join("libtotelink.so.1")).unwrap();
+    std::os::unix::fs::symlink("libtotelink.so.1", lib_dir.join("libtotelink.so")).unwrap();
+    let main = dir.path().join("link_main");
+    let flags = [
+        format!("-L{}", lib_dir.display()),
+        "-ltotelink".into(),
+        format!("-Wl,-rpath,{}", lib_dir.display()),
+    ];
+    program(&main, "greeting_main", &flags);
+    let packed = dir.path().join("packed");
+    pack(&main, &[], &packed);
+
+    let listing = inspect(&packed);
+    let mut failures = Failures::new();
+    let stored = listing
+        .lines()
+        .any(|l| l.starts_with("file") && l.ends_with("/lib/libtotelink.so.1"));
+    failures.check("stored as a file under its soname", stored, || {
+        listing.clone()
+    });
+    failures.check(
+        "no other name stored",
+        !listing.contains("libtotelink.so.1.2.3"),
+        || listing.clone(),
+    );
+    let native = capture(&mut Command::new(&main), b"");
+    failures.compare(
+        "symlinked soname in a container",
+        &native,
+        &run_in_scratch(&packed, "soname", &[], &[]),
+    );
+    failures.finish();
+}
+
+#[test]
+fn a_library_opened_with_dlopen_runs_when_added_with_lib() {
+    let dir = common::temp_dir();
+    let lib_dir = dir.path().join("plugins");
+    greeting_lib(&lib_dir.join("libtoteplugin.so"), "plugin loaded", &[]);
+    let main = dir.path().join("dlopen_main");
+    program(
+        &main,
+        "dlopen_main",
+        &[format!("-Wl,-rpath,{}", lib_dir.display()), "-ldl".into()],
+    );
+    let native = capture(&mut Command::new(&main).arg("libtoteplugin.so"), b"");
+    assert_eq!(
+        native.stdout_text(),
+        "plugin loaded\n",
+        "{}",
+        native.describe()
+    );
+
+    let without = dir.path().join("without");
+    pack(&main, &[], &without);
+    let with = dir.path().join("with");
+    pack(&main, &["--lib", "libtoteplugin.so"], &with);
+    let mut failures = Failures::new();
+    let missing = run_in_scratch(&without, "dlopen-without", &[], &["libtoteplugin.so"]);
+    failures.check(
+        "without --lib the plugin is missing",
+        missing.status == Status::Code(1),
+        || missing.describe(),
+    );
+    let found = run_in_scratch(&with, "dlopen-with", &[], &["libtoteplugin.so"]);
+    failures.compare("with --lib the plugin loads", &native, &found);
+    failures.finish();
+}
+
+#[test]
+fn added_data_is_found_through_a_variable_the_user_can_override() {
+    let dir = common::temp_dir();
+    let data = dir.path().join("greeting.txt");
+    common::write_file(&data, "bundled data\n");
+    let own = dir.path().join("own.txt");
+    common::write_file(&own, "the user's data\n");
+    let main = dir.path().join("print_file");
+    program(&main, "print_file", &[]);
+    let packed = dir.path().join("packed");
+    let add = format!("{}:/share/greeting.txt", data.display());
+    pack(
+        &main,
+        &[
+            "--add",
+            &add,
+            "--env",
+            "TOTE_TEST_DATA=${TOTE_ROOT}/share/greeting.txt",
+        ],
+        &packed,
+    );
+
+    let image = Image::build("added-data", &[(&packed, "/program"), (&own, "/own.txt")]);
+    let mut failures = Failures::new();
+    let bundled = image.run(&[], &["/program", "TOTE_TEST_DATA"], b"");
+    failures.check(
+        "the bundled file",
+        bundled.stdout_text() == "bundled data\n",
+        || bundled.describe(),
+    );
+    let overridden = image.run(
+        &["-e", "TOTE_TEST_DATA=/own.txt"],
+        &["/program", "TOTE_TEST_DATA"],
+        b"",
+    );
+    failures.check(
+        "the user's setting wins",
+        overridden.stdout_text() == "the user's data\n",
+        || overridden.describe(),
+    );
+    failures.finish();
+}
+
+#[test]
+fn several_programs_share_one_file_and_run_by_link_name() {
+    let dir = common::temp_dir();
+    let exit_code = common::fixtures::program("exit_code");
+    let args_env = common::fixtures::program("args_env");
+    let packed = dir.path().join("tools");
+    let run = capture(
+        common::tote::tote()
+            .arg("pack")
+            .arg(&exit_code)
+            .arg(&args_env)
+            .arg("-o")
+            .arg(&packed),
+        b"",
+    );
+    assert!(run.success(), "{}", run.describe());
+    let cache = common::temp_dir();
+    let env = [("TOTE_CACHE_DIR", common::utf8(cache.path()))];
+    let link = |name: &str| -> PathBuf {
+        let l = dir.path().join(name);
+        std::os::unix::fs::symlink(&packed, &l).unwrap();
+        l
+    };
+    let mut failures = Failures::new();
+    let code = capture(
+        &mut common::tote::host_command(&link("exit_code"), &["exit_code", "9"], &env),
+        b"",
+    );
+    failures.check(
+        "exit_code through its link",
+        code.status == Status::Code(9),
+        || code.describe(),
+    );
+    let args = capture(
+        &mut common::tote::host_command(&link("args_env"), &["args_env", "x"], &env),
+        b"",
+    );
+    failures.check(
+        "args_env through its link",
+        args.stdout_text()
+            .starts_with("argv[0]=args_env\nargv[1]=x\n"),
+        || args.describe(),
+    );
+    let other = capture(
+        &mut common::tote::host_command(&packed, &["tools"], &env),
+        b"",
+    );
+    let names = other.stderr_text();
+    failures.check(
+        "another name is refused, listing the programs",
+        other.status == Status::Code(116)
+            && names.contains("exit_code")
+            && names.contains("args_env"),
+        || other.describe(),
+    );
+    failures.finish();
+}
