@@ -139,35 +139,19 @@ impl Bundle {
     /// Writes launcher stub and payload to `output`, through a temporary file in its dir.
     /// `level` is xz's preset, 0 to 9; 9 is also "extreme".
     pub fn write(&self, output: &Path, level: u32) -> Result<()> {
+        let dir = output_dir(output)?;
         let payload = self.encode(level)?;
-        let dir = match output.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if !dir.is_dir() {
-            bail!(
-                "{}: no such directory to write {} in",
-                dir.display(),
-                output.display()
-            );
-        }
         let mut tmp = tempfile::Builder::new()
             .prefix(".tote-")
             .tempfile_in(dir)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: cannot create a file there: {}",
-                    dir.display(),
-                    e.kind()
-                )
-            })?;
+            .map_err(|e| crate::elf::io_error(dir, &e).context("cannot create a file there"))?;
         tmp.write_all(STUB)?;
         tmp.write_all(&payload)?;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o755))?;
+        let mode = std::fs::Permissions::from_mode(0o777 & !umask());
+        tmp.as_file().set_permissions(mode)?;
         tmp.as_file().sync_all()?;
         tmp.persist(output)
-            .with_context(|| format!("{}: cannot write", output.display()))?;
+            .map_err(|e| crate::elf::io_error(output, &e.error))?;
         Ok(())
     }
 
@@ -284,6 +268,40 @@ impl Bundle {
         }
         Ok(out.0)
     }
+}
+
+/// The dir `output` goes in, checked before any work: it must exist, and `output` must be
+/// new or a regular file (a device, a FIFO or a symlink would be replaced by the rename).
+fn output_dir(output: &Path) -> Result<&Path> {
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.exists() && !dir.is_dir() {
+        bail!("{}: not a directory", dir.display());
+    }
+    if !dir.is_dir() {
+        bail!(
+            "{}: no such directory to write {} in",
+            dir.display(),
+            output.display()
+        );
+    }
+    if std::fs::symlink_metadata(output).is_ok_and(|m| !m.is_file()) {
+        bail!(
+            "{}: exists and is not a regular file; tote writes only regular files",
+            output.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// The process's file mode creation mask.
+fn umask() -> u32 {
+    use nix::sys::stat::{umask, Mode};
+    let mask = umask(Mode::empty());
+    umask(mask);
+    mask.bits()
 }
 
 /// A growable byte buffer the format's encoders write to.

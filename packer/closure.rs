@@ -478,6 +478,8 @@ mod tests {
             nodeflib,
             soname: None,
             uses_iconv: false,
+            elf_type: goblin::elf::header::ET_DYN,
+            entry: 0,
         };
         Member {
             dest: PathBuf::from(dest),

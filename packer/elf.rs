@@ -2,10 +2,11 @@
 //! libraries, rpath, runpath, flags) and the checks that turn a bad input into a one-line
 //! error naming the file.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use goblin::elf::dynamic::{DF_1_NODEFLIB, DT_FLAGS_1};
-use goblin::elf::header::{ELFCLASS64, EM_X86_64};
+use goblin::elf::header::{ELFCLASS64, EM_X86_64, ET_CORE, ET_DYN, ET_EXEC, ET_REL};
 use goblin::elf::Elf;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// One ELF object as the closure sees it.
@@ -30,6 +31,9 @@ pub struct Object {
     pub soname: Option<String>,
     /// Imports `iconv_open`, so it may load glibc's gconv modules at run time.
     pub uses_iconv: bool,
+    /// e_type: ET_EXEC, ET_DYN...
+    pub elf_type: u16,
+    pub entry: u64,
 }
 
 impl Object {
@@ -43,12 +47,53 @@ impl Object {
 /// Reads and parses `path`, refusing what tote cannot pack: a missing path, a directory, a
 /// file that is not ELF, an ELF for another architecture.
 pub fn read(path: &Path) -> Result<Object> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| io_error(path, &e))?;
     if meta.is_dir() {
         bail!("{}: is a directory, not a program", path.display());
     }
-    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, &e))?;
     parse(path, bytes)
+}
+
+/// `<path>: <what the system said>`, without Rust's `(os error N)` tail.
+pub fn io_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    let text = e.to_string();
+    let text = text
+        .split(" (os error")
+        .next()
+        .unwrap_or(&text)
+        .to_lowercase();
+    anyhow::anyhow!("{}: {text}", path.display())
+}
+
+/// Refuses an ELF file that cannot be started as a program: an object file, a core dump, a
+/// shared library without an interpreter or entry point, a file without an exec bit.
+pub fn check_program(path: &Path, object: &Object) -> Result<()> {
+    let what = match object.elf_type {
+        ET_REL => Some("an object file (.o)"),
+        ET_CORE => Some("a core dump"),
+        ET_DYN if object.interpreter.is_none() && object.entry == 0 => Some("a shared library"),
+        ET_EXEC | ET_DYN => None,
+        _ => Some("an ELF file of an unknown type"),
+    };
+    if let Some(what) = what {
+        bail!("{}: {what}, not a program", path.display());
+    }
+    let mode = std::fs::metadata(path)
+        .map_err(|e| io_error(path, &e))?
+        .permissions()
+        .mode();
+    if mode & 0o111 == 0 {
+        bail!(
+            "{}: not executable (mode {:04o}); chmod +x it first",
+            path.display(),
+            mode & 0o7777
+        );
+    }
+    Ok(())
 }
 
 /// Whether `path` holds an ELF object tote can pack, without reporting why not: for library
@@ -69,8 +114,14 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<()> {
             path.display()
         );
     }
+    if bytes[4] != ELFCLASS64 {
+        bail!(
+            "{}: a 32-bit ELF file (tote packs x86-64 programs)",
+            path.display()
+        );
+    }
     let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
-    if bytes[4] != ELFCLASS64 || machine != EM_X86_64 {
+    if machine != EM_X86_64 {
         bail!(
             "{}: built for {}, not x86-64 (tote packs x86-64 programs)",
             path.display(),
@@ -82,8 +133,8 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn parse(path: &Path, bytes: Vec<u8>) -> Result<Object> {
     check_header(path, &bytes)?;
-    let elf =
-        Elf::parse(&bytes).with_context(|| format!("{}: malformed ELF file", path.display()))?;
+    let elf = Elf::parse(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: malformed ELF file ({e})", path.display()))?;
     let split = |v: &[&str]| -> Vec<String> {
         v.iter()
             .flat_map(|s| s.split(':'))
@@ -109,6 +160,8 @@ fn parse(path: &Path, bytes: Vec<u8>) -> Result<Object> {
             .dynsyms
             .iter()
             .any(|s| s.is_import() && elf.dynstrtab.get_at(s.st_name) == Some("iconv_open")),
+        elf_type: elf.header.e_type,
+        entry: elf.header.e_entry,
         bytes: Vec::new(),
     };
     Ok(Object { bytes, ..object })

@@ -4,6 +4,7 @@
 
 mod bundle;
 mod closure;
+mod detect;
 mod elf;
 mod inspect;
 // The reading half of the format is the launcher's; the packer reads only in its tests.
@@ -13,12 +14,15 @@ mod payload;
 mod plan;
 mod recipes;
 mod rewrite;
+mod trace;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use closure::{Member, Root};
 use plan::Plan;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -53,7 +57,9 @@ const PACK_EXAMPLES: &str = "Examples:
   tote pack jq -o jq                      one program
   tote pack git python3 -o tools          two programs; a link named git runs git
   tote pack app --add /usr/share/app -o app --env APP_DATA='${TOTE_ROOT}/usr/share/app'
-  tote pack prog --lib libplugin.so.1 -o prog    a library the program opens with dlopen";
+  tote pack prog --lib libplugin.so.1 -o prog    a library the program opens with dlopen
+  tote pack convert --detect-depends --detect -o convert
+  tote pack prog --trace -o prog -- --some-option input.txt";
 
 #[derive(clap::Args)]
 struct PackArgs {
@@ -79,6 +85,19 @@ struct PackArgs {
     /// Leave out the built-in knowledge of what common programs load at run time.
     #[arg(long)]
     no_builtin: bool,
+    /// Add the other files of the first program's Debian package (not docs or man pages).
+    #[arg(long)]
+    detect: bool,
+    /// With --detect, also the files of the packages it depends on, minus the base system.
+    #[arg(long, requires = "detect")]
+    detect_depends: bool,
+    /// Run the first program once with ARGS (after `--`) and add every file it opened, with
+    /// what those files need.
+    #[arg(long)]
+    trace: bool,
+    /// The arguments for --trace.
+    #[arg(last = true, value_name = "ARGS", requires = "trace")]
+    trace_args: Vec<OsString>,
     /// xz compression level, 0 (fast) to 9 (smallest).
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(0..=9))]
     level: u32,
@@ -121,6 +140,9 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
+/// How long `--trace` lets the program run.
+const TRACE_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn pack(args: &PackArgs) -> Result<()> {
     if args.output.is_dir() {
         bail!(
@@ -131,6 +153,7 @@ fn pack(args: &PackArgs) -> Result<()> {
     let mut plan = Plan::new();
     for program in &args.programs {
         let path = locate(program)?;
+        elf::check_program(&path, &elf::read(&path)?)?;
         plan.add_program(&program_name(program)?, &path)?;
     }
     for spec in &args.env {
@@ -140,6 +163,17 @@ fn pack(args: &PackArgs) -> Result<()> {
         plan.add_spec(spec)?;
     }
     plan.libs.extend(args.lib.iter().cloned());
+    let first = plan.programs[0].path.clone();
+    if args.detect {
+        for file in detect::package_files(&first, args.detect_depends)? {
+            plan.add_path(&file, &file)?;
+        }
+    }
+    if args.trace {
+        for file in trace::opened_files(&first, &args.trace_args, TRACE_TIMEOUT)? {
+            plan.add_path(&file, &file)?;
+        }
+    }
 
     let (mut objects, mut closure) = resolve(&plan)?;
     if !args.no_builtin {
@@ -198,13 +232,21 @@ fn locate(program: &Path) -> Result<PathBuf> {
         program.to_path_buf()
     } else {
         let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
+        let on_path = std::env::split_paths(&path)
             .map(|d| d.join(program))
-            .find(|p| p.is_file())
-            .with_context(|| format!("{}: not found on PATH", program.display()))?
+            .find(|p| p.is_file());
+        match on_path {
+            Some(p) => p,
+            None if program.exists() => bail!(
+                "{}: not found on PATH (for the one in this dir, write ./{})",
+                program.display(),
+                program.display()
+            ),
+            None => bail!("{}: not found on PATH", program.display()),
+        }
     };
     if found.is_dir() {
         bail!("{}: is a directory, not a program", found.display());
     }
-    std::fs::canonicalize(&found).with_context(|| format!("{}", found.display()))
+    std::fs::canonicalize(&found).map_err(|e| elf::io_error(&found, &e))
 }

@@ -165,7 +165,7 @@ fn a_library_opened_with_dlopen_runs_when_added_with_lib() {
         "dlopen_main",
         &[format!("-Wl,-rpath,{}", lib_dir.display()), "-ldl".into()],
     );
-    let native = capture(&mut Command::new(&main).arg("libtoteplugin.so"), b"");
+    let native = capture(Command::new(&main).arg("libtoteplugin.so"), b"");
     assert_eq!(
         native.stdout_text(),
         "plugin loaded\n",

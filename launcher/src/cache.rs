@@ -25,7 +25,7 @@ struct Candidates {
 
 fn candidates(args: &Args) -> Result<Candidates, Fail> {
     if let Some(dir) = args.env(b"TOTE_CACHE_DIR").filter(|d| !d.is_empty()) {
-        let p = Path::from(dir).map_err(|e| fail(dir, e))?;
+        let p = absolute(dir).map_err(|e| fail(dir, e))?;
         return Ok(Candidates {
             roots: [Some(p), None],
             chosen: true,
@@ -46,15 +46,41 @@ fn candidates(args: &Args) -> Result<Candidates, Fail> {
     })
 }
 
-/// Finds the bundle dir for payload `key`. A complete bundle under any candidate root is used
-/// as it is, and nothing is created: that is the warm path. Otherwise the first root that
-/// exists or can be created (missing parents 0700, `/tmp` 1777) is where extraction goes.
+/// `dir` made absolute against the current dir: the paths written into extracted files must
+/// hold from any working dir.
+fn absolute(dir: &[u8]) -> sys::Result<Path> {
+    if dir.starts_with(b"/") {
+        return Path::from(dir);
+    }
+    let mut cwd = [0u8; crate::path::PATH_MAX];
+    let len = sys::getcwd(&mut cwd)?;
+    let mut p = Path::from(&cwd[..len])?;
+    p.join(dir)?;
+    Ok(p)
+}
+
+/// Whether `root` may hold bundles: a real dir (not a symlink), owned by the effective user,
+/// not writable by group or others. Anything else could hold files planted by someone else.
+fn trusted(root: &Path) -> Result<(), Fail> {
+    let st = sys::stat_nofollow(root.cstr()).map_err(|e| fail(root.bytes(), e))?;
+    if st.mode & sys::S_IFMT != sys::S_IFDIR || st.uid != sys::geteuid() || st.mode & 0o022 != 0 {
+        out::debug(&[b"refused cache root: ", root.bytes()]);
+        let what = "refusing cache dir (not a dir of this user, or writable by others)";
+        return Err(Fail::new(Failure::CacheDir, what, root.bytes(), None));
+    }
+    Ok(())
+}
+
+/// Finds the bundle dir for payload `key`. A complete bundle under any trusted candidate root
+/// is used as it is, and nothing is created: that is the warm path. Otherwise the first root
+/// that exists or can be created (missing parents 0700, `/tmp` 1777) and is trusted is where
+/// extraction goes.
 pub fn locate(args: &Args, key: &[u8; KEY_LEN]) -> Result<Bundle, Fail> {
     let c = candidates(args)?;
     let roots = || c.roots.iter().flatten();
     for root in roots() {
         let dir = bundle_dir(root, key).map_err(|e| fail(root.bytes(), e))?;
-        if is_complete(&dir) {
+        if is_complete(&dir) && trusted(root).is_ok() {
             out::debug(&[b"cached: ", dir.bytes()]);
             return Ok(Bundle {
                 dir,
@@ -64,7 +90,13 @@ pub fn locate(args: &Args, key: &[u8; KEY_LEN]) -> Result<Bundle, Fail> {
     }
     let mut last = None;
     for root in roots() {
-        match make_dirs(root) {
+        let usable = make_dirs(root)
+            .map_err(|e| Fail {
+                what: creation_failure(c.chosen),
+                ..fail(root.bytes(), e)
+            })
+            .and_then(|()| trusted(root));
+        match usable {
             Ok(()) => {
                 out::debug(&[b"cache root: ", root.bytes()]);
                 let dir = bundle_dir(root, key).map_err(|e| fail(root.bytes(), e))?;
@@ -73,18 +105,21 @@ pub fn locate(args: &Args, key: &[u8; KEY_LEN]) -> Result<Bundle, Fail> {
                     complete: false,
                 });
             }
-            Err(e) => {
-                out::debug(&[b"cannot create cache root ", root.bytes()]);
-                last = Some(fail(root.bytes(), e));
+            Err(f) => {
+                out::debug(&[b"cannot use cache root ", root.bytes()]);
+                last = Some(f);
             }
         }
     }
-    let what = if c.chosen {
-        "cannot use TOTE_CACHE_DIR"
+    Err(last.unwrap_or_else(|| fail(b"", Errno(2))))
+}
+
+fn creation_failure(chosen: bool) -> &'static str {
+    if chosen {
+        "cannot create TOTE_CACHE_DIR"
     } else {
         "no usable cache dir"
-    };
-    Err(last.map_or_else(|| fail(b"", Errno(2)), |f| Fail { what, ..f }))
+    }
 }
 
 fn fail(path: &[u8], e: Errno) -> Fail {

@@ -79,7 +79,14 @@ fn write_bundle(
     t: &Trailer,
 ) -> Result<(), Option<Fail>> {
     let err = |e| Some(write_fail(tmp.bytes(), e));
-    sys::mkdirat(sys::AT_FDCWD, tmp.cstr(), 0o755).map_err(err)?;
+    sys::mkdirat(sys::AT_FDCWD, tmp.cstr(), 0o755).map_err(|e| {
+        Some(Fail::new(
+            Failure::CacheDir,
+            "cannot write in cache dir",
+            tmp.bytes(),
+            Some(e),
+        ))
+    })?;
     let dir = sys::openat(
         sys::AT_FDCWD,
         tmp.cstr(),
@@ -92,7 +99,12 @@ fn write_bundle(
     for entry in index.entries() {
         write_entry(dir, &entry, &mut stream, bundle).map_err(|e| match e {
             EBADMSG => None,
-            e => Some(write_fail(entry.path, e)),
+            e => Some(write_fail(
+                tmp.joined(entry.path)
+                    .as_ref()
+                    .map_or(entry.path, |p| p.bytes()),
+                e,
+            )),
         })?;
     }
     stream.finish().map_err(|_| None)?;
@@ -170,14 +182,39 @@ pub fn expand(p: &Patch, root: &[u8], buf: &mut [u8]) -> sys::Result<usize> {
 
 /// Renames the finished temporary dir to the bundle dir. Losing the race to another process
 /// that published the same bundle first is success.
+///
+/// A bundle dir without its marker (a cleaner removed files from it) is stale: it is moved
+/// aside, removed, and the rename is tried once more.
 fn publish(tmp: &Path, bundle: &Path) -> Result<Publish, Fail> {
-    match sys::renameat(sys::AT_FDCWD, tmp.cstr(), sys::AT_FDCWD, bundle.cstr()) {
+    let rename = || sys::renameat(sys::AT_FDCWD, tmp.cstr(), sys::AT_FDCWD, bundle.cstr());
+    match rename() {
         Ok(()) => Ok(Publish::Moved),
         Err(sys::EEXIST) | Err(sys::ENOTEMPTY) if crate::cache::is_complete(bundle) => {
             out::debug(&[b"another process published ", bundle.bytes()]);
             Ok(Publish::Lost)
         }
+        Err(sys::EEXIST) | Err(sys::ENOTEMPTY) => {
+            out::debug(&[
+                b"replacing a stale bundle dir without its marker: ",
+                bundle.bytes(),
+            ]);
+            remove_stale(bundle);
+            rename()
+                .map(|()| Publish::Moved)
+                .map_err(|e| write_fail(bundle.bytes(), e))
+        }
         Err(e) => Err(write_fail(bundle.bytes(), e)),
+    }
+}
+
+/// Moves an incomplete bundle dir out of the way (so no start sees it half-removed), then
+/// removes it.
+fn remove_stale(bundle: &Path) {
+    let Ok(aside) = temp_name(bundle).and_then(|mut p| p.push(b".stale").map(|()| p)) else {
+        return;
+    };
+    if sys::renameat(sys::AT_FDCWD, bundle.cstr(), sys::AT_FDCWD, aside.cstr()).is_ok() {
+        remove_tree(&aside);
     }
 }
 

@@ -175,6 +175,48 @@ pub fn file_size(fd: i32) -> Result<u64> {
     Ok(buf[5])
 }
 
+/// What the launcher checks of a cache root.
+pub struct Stat {
+    pub mode: u32,
+    pub uid: u32,
+}
+
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFDIR: u32 = 0o040000;
+
+/// The type, mode and owner of `p` itself (a symlink is not followed).
+pub fn stat_nofollow(p: &CStr) -> Result<Stat> {
+    const AT_SYMLINK_NOFOLLOW: usize = 0x100;
+    const STATX_TYPE_MODE_UID: usize = 0x1 | 0x2 | 0x8;
+    // struct statx is 256 bytes: stx_uid is the u32 at byte 20, stx_mode the u16 at byte 28.
+    let mut buf = [0u8; 256];
+    let a = [
+        AT_FDCWD as usize,
+        path(p),
+        AT_SYMLINK_NOFOLLOW,
+        STATX_TYPE_MODE_UID,
+        buf.as_mut_ptr() as usize,
+        0,
+    ];
+    // SAFETY: `p` is NUL-terminated; `buf` is the size of struct statx; both outlive the call.
+    check(unsafe { syscall(arch::SYS_STATX, a) })?;
+    let uid = u32::from_le_bytes([buf[20], buf[21], buf[22], buf[23]]);
+    let mode = u16::from_le_bytes([buf[28], buf[29]]) as u32;
+    Ok(Stat { mode, uid })
+}
+
+/// The current working dir, written into `buf`; returns its length without the NUL.
+pub fn getcwd(buf: &mut [u8]) -> Result<usize> {
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    let n = check(unsafe {
+        syscall(
+            arch::SYS_GETCWD,
+            [buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0, 0],
+        )
+    })?;
+    Ok(n.saturating_sub(1))
+}
+
 pub fn getdents64(fd: i32, buf: &mut [u8]) -> Result<usize> {
     // SAFETY: the kernel writes at most buf.len() bytes into buf.
     check(unsafe {

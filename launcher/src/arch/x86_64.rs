@@ -26,6 +26,7 @@ pub const SYS_RT_SIGPROCMASK: usize = 14;
 pub const SYS_PREAD64: usize = 17;
 pub const SYS_PWRITE64: usize = 18;
 pub const SYS_GETPID: usize = 39;
+pub const SYS_GETCWD: usize = 79;
 pub const SYS_CLONE: usize = 56;
 pub const SYS_EXECVE: usize = 59;
 pub const SYS_WAIT4: usize = 61;
