@@ -1,7 +1,8 @@
-//! Programs linked against musl. musl-gcc output has no PT_NOTE header, so the packer takes
-//! its other route (the program header table moves into the new segment), and the bundle
-//! carries musl's loader instead of glibc's. The packed programs run in a scratch container
-//! and must behave as they do natively.
+//! Programs linked against musl, and static programs. musl-gcc output has no PT_NOTE header,
+//! so the packer takes its other route (the program header table moves into the new
+//! segment), and the bundle carries musl's loader instead of glibc's. Static programs (musl or
+//! glibc) are stored as they are and run without a loader. The packed programs run in a
+//! scratch container and must behave as they do natively.
 
 mod common;
 
@@ -15,11 +16,17 @@ use std::process::Command;
 
 /// `tests/fixtures/<name>.c` built with musl-gcc, dynamically linked.
 fn musl_program(name: &str) -> PathBuf {
-    let path = common::work_dir().join("musl").join(name);
+    musl_build(name, name, &[])
+}
+
+/// `tests/fixtures/<name>.c` built with musl-gcc and `flags` at `musl/<output>`.
+fn musl_build(name: &str, output: &str, flags: &[&str]) -> PathBuf {
+    let path = common::work_dir().join("musl").join(output);
     common::make_dir(path.parent().expect("a parent dir"));
     let run = capture(
         Command::new("musl-gcc")
             .arg("-O1")
+            .args(flags)
             .arg("-o")
             .arg(&path)
             .arg(source(name)),
@@ -100,6 +107,36 @@ fn a_musl_program_exits_with_its_own_status_in_a_container() {
             run.status == Status::Code(code.parse().unwrap()),
             || run.describe(),
         );
+    }
+    failures.finish();
+}
+
+/// Static programs, musl and glibc: no interpreter, stored untouched, started directly.
+#[test]
+fn static_programs_run_packed_in_a_container() {
+    let programs = [
+        (
+            "static-musl",
+            musl_build("exit_code", "static_exit_code", &["-static"]),
+        ),
+        (
+            "static-glibc",
+            common::fixtures::static_program("exit_code"),
+        ),
+    ];
+    let mut failures = Failures::new();
+    for (label, program) in programs {
+        let bytes = std::fs::read(&program).unwrap();
+        assert!(
+            Elf::parse(&bytes).unwrap().interpreter.is_none(),
+            "{program:?} is not static"
+        );
+        let packed = common::work_dir().join("musl-packed").join(label);
+        common::make_dir(packed.parent().unwrap());
+        common::tote::pack_ok(&program, &packed);
+        let image = Image::build(label, &[(&packed, "/exit_code")]);
+        let run = image.run(&[], &["/exit_code", "17"], b"");
+        failures.check(label, run.status == Status::Code(17), || run.describe());
     }
     failures.finish();
 }
