@@ -106,8 +106,8 @@ pub fn resolve(roots: &[Root], extra_libs: &[String]) -> Result<Closure> {
         s
     };
     for lib in extra_libs {
-        let dest = find(lib, main, main, &system(main_flavor))?;
-        info!("{lib} (--lib): {}", dest.display());
+        let (dest, why) = find(lib, main, main, &system(main_flavor))?;
+        info!("{lib} (--lib): {} (first found in a {why})", dest.display());
         if !closure.has(&dest) {
             closure.libraries.push(Member {
                 object: elf::read(&dest)?,
@@ -194,8 +194,8 @@ fn breadth_first(
             );
             continue;
         }
-        let dest = match find(&name, needer, start.program, system) {
-            Ok(d) => d,
+        let (dest, why) = match find(&name, needer, start.program, system) {
+            Ok(found) => found,
             Err(e) if !start.required => {
                 warn!("{e:#}; left out");
                 continue;
@@ -206,7 +206,7 @@ fn breadth_first(
             continue;
         }
         info!(
-            "{name} (needed by {}): {}",
+            "{name} (needed by {}): {} (first found in a {why})",
             needer.dest.display(),
             dest.display()
         );
@@ -246,11 +246,17 @@ fn is_musl_libc(name: &str) -> bool {
 }
 
 /// Looks `name` up for `needer` in the loader's order; the error names every dir tried.
-fn find(name: &str, needer: &Member, program: &Member, system: &SystemDirs) -> Result<PathBuf> {
+/// Returns the path and why the loader picks it: the kind of search dir it is first found in.
+fn find(
+    name: &str,
+    needer: &Member,
+    program: &Member,
+    system: &SystemDirs,
+) -> Result<(PathBuf, &'static str)> {
     if name.contains('/') {
         let p = PathBuf::from(name);
         if elf::is_packable(&p) {
-            return Ok(p);
+            return Ok((p, "a path"));
         }
         bail!("{name} (needed by {}): not found", needer.dest.display());
     }
@@ -258,8 +264,7 @@ fn find(name: &str, needer: &Member, program: &Member, system: &SystemDirs) -> R
     for (dir, why) in &dirs {
         let candidate = dir.join(name);
         if candidate.is_file() && elf::is_packable(&candidate) {
-            debug!("{name}: found in {} ({why})", dir.display());
-            return Ok(candidate);
+            return Ok((candidate, why));
         }
     }
     let tried: Vec<String> = dirs.iter().map(|(d, _)| d.display().to_string()).collect();
@@ -289,27 +294,30 @@ fn hwcaps_variants(lib: &Path) -> Vec<PathBuf> {
 ///   itself has no DT_RUNPATH);
 /// - needer with DT_RUNPATH: only that, and only for its own needs;
 /// - then, unless the needer has DF_1_NODEFLIB, the system dirs.
-fn search_dirs<'a>(
+fn search_dirs(
     needer: &Member,
     program: &Member,
-    system: &'a SystemDirs,
-) -> Vec<(PathBuf, &'a str)> {
+    system: &SystemDirs,
+) -> Vec<(PathBuf, &'static str)> {
     let mut dirs = Vec::new();
     let own = &needer.object;
     let tag = |dirs: Vec<PathBuf>, why: &'static str| dirs.into_iter().map(move |d| (d, why));
     if own.runpath.is_empty() {
-        dirs.extend(tag(expand(&own.rpath, &needer.dest), "rpath of the needer"));
+        dirs.extend(tag(
+            expand(&own.rpath, &needer.dest),
+            "dir of the needer's rpath",
+        ));
         let is_program = std::ptr::eq(needer, program);
         if !is_program && program.object.runpath.is_empty() {
             dirs.extend(tag(
                 expand(&program.object.rpath, &program.dest),
-                "rpath of the program",
+                "dir of the program's rpath",
             ));
         }
     } else {
         dirs.extend(tag(
             expand(&own.runpath, &needer.dest),
-            "runpath of the needer",
+            "dir of the needer's runpath",
         ));
     }
     if !own.nodeflib {
