@@ -20,6 +20,7 @@ pub fn apply(plan: &mut Plan, closure: &Closure) -> Result<()> {
     magic(plan, closure)?;
     terminfo(plan, closure)?;
     tcl(plan, closure)?;
+    imagemagick(plan, closure)?;
     let programs: Vec<(String, std::path::PathBuf)> = plan
         .programs
         .iter()
@@ -163,6 +164,66 @@ fn tcl(plan: &mut Plan, closure: &Closure) -> Result<()> {
         set(plan, "TCL_LIBRARY", &format!("{ROOT}{dir}"), "Tcl");
     }
     Ok(())
+}
+
+/// ImageMagick 6 loads its coders and filters as modules and reads XML configuration (policy,
+/// delegates, type maps) from compiled-in dirs.
+fn imagemagick(plan: &mut Plan, closure: &Closure) -> Result<()> {
+    let Some(core) = closure.libraries.iter().find(|l| {
+        l.dest
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("libMagickCore-6."))
+    }) else {
+        return Ok(());
+    };
+    let quantum = if core.dest.to_string_lossy().contains("Q16HDRI") {
+        "Q16HDRI"
+    } else {
+        "Q16"
+    };
+    let Some(lib_dir) = find_dir(MULTIARCH, "ImageMagick-6.") else {
+        return Ok(());
+    };
+    let modules = format!("{lib_dir}/modules-{quantum}");
+    if add_if_present(plan, &lib_dir, "ImageMagick modules")? {
+        set(
+            plan,
+            "MAGICK_CODER_MODULE_PATH",
+            &format!("{ROOT}{modules}/coders"),
+            "ImageMagick",
+        );
+        set(
+            plan,
+            "MAGICK_CODER_FILTER_PATH",
+            &format!("{ROOT}{modules}/filters"),
+            "ImageMagick",
+        );
+    }
+    let mut config = vec![format!("{ROOT}{lib_dir}/config-{quantum}")];
+    for dir in ["/etc/ImageMagick-6", "/usr/share/ImageMagick-6"] {
+        if add_if_present(plan, dir, "ImageMagick configuration")? {
+            config.push(format!("{ROOT}{dir}"));
+        }
+    }
+    set(
+        plan,
+        "MAGICK_CONFIGURE_PATH",
+        &config.join(":"),
+        "ImageMagick",
+    );
+    Ok(())
+}
+
+/// The first entry of `dir` (sorted) whose name starts with `prefix`, as a full path.
+fn find_dir(dir: &str, prefix: &str) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names.first().map(|n| format!("{dir}/{n}"))
 }
 
 /// CPython: its standard library (without the test suites: `--add` them when wanted), found
