@@ -176,8 +176,14 @@ fn pack(args: &PackArgs) -> Result<()> {
     }
 
     let (mut objects, mut closure) = resolve(&plan)?;
-    if !args.no_builtin {
+    // What a recipe adds can bring libraries another recipe knows (a plugin dir needing
+    // fontconfig): apply them until the plan stops growing.
+    while !args.no_builtin {
+        let before = (plan.files.len(), plan.links.len(), plan.vars.len(), plan.libs.len());
         recipes::apply(&mut plan, &closure)?;
+        if before == (plan.files.len(), plan.links.len(), plan.vars.len(), plan.libs.len()) {
+            break;
+        }
         (objects, closure) = resolve(&plan)?;
     }
     let bundle = bundle::Bundle::new(&plan, &objects, &closure)?;

@@ -21,6 +21,8 @@ pub fn apply(plan: &mut Plan, closure: &Closure) -> Result<()> {
     terminfo(plan, closure)?;
     tcl(plan, closure)?;
     imagemagick(plan, closure)?;
+    graphviz(plan, closure)?;
+    fontconfig(plan, closure)?;
     let programs: Vec<(String, std::path::PathBuf)> = plan
         .programs
         .iter()
@@ -35,6 +37,8 @@ pub fn apply(plan: &mut Plan, closure: &Closure) -> Result<()> {
             python(plan, &real)?;
         } else if real.starts_with("perl") {
             perl(plan, &path)?;
+        } else if real.starts_with("ruby") {
+            ruby(plan, &path)?;
         } else if real == "git" {
             git(plan, &path)?;
         }
@@ -162,6 +166,9 @@ fn tcl(plan: &mut Plan, closure: &Closure) -> Result<()> {
     let dir = format!("/usr/share/tcltk/tcl{version}");
     if add_if_present(plan, &dir, "Tcl library")? {
         set(plan, "TCL_LIBRARY", &format!("{ROOT}{dir}"), "Tcl");
+        // Its Tcl modules (msgcat, http...) are found through a compiled-in path otherwise.
+        let tm_var = format!("TCL{}_TM_PATH", version.replace('.', "_"));
+        set(plan, &tm_var, &format!("{ROOT}{dir}/tcl8"), "Tcl");
     }
     Ok(())
 }
@@ -214,6 +221,31 @@ fn imagemagick(plan: &mut Plan, closure: &Closure) -> Result<()> {
     Ok(())
 }
 
+/// Fontconfig reads its configuration from a compiled-in path; the fonts it names stay on the
+/// host (`--add` them when the program must render text exactly).
+fn fontconfig(plan: &mut Plan, closure: &Closure) -> Result<()> {
+    if closure.library("libfontconfig.so.1").is_some()
+        && add_if_present(plan, "/etc/fonts", "Fontconfig configuration")?
+    {
+        set(
+            plan,
+            "FONTCONFIG_PATH",
+            &format!("{ROOT}/etc/fonts"),
+            "Fontconfig",
+        );
+    }
+    Ok(())
+}
+
+/// Graphviz loads its layout and render plugins as listed in the config file of its plugin dir.
+fn graphviz(plan: &mut Plan, closure: &Closure) -> Result<()> {
+    let dir = format!("{MULTIARCH}/graphviz");
+    if closure.library("libgvc.so.6").is_some() && add_if_present(plan, &dir, "Graphviz plugins")? {
+        set(plan, "GVBINDIR", &format!("{ROOT}{dir}"), "Graphviz");
+    }
+    Ok(())
+}
+
 /// The first entry of `dir` (sorted) whose name starts with `prefix`, as a full path.
 fn find_dir(dir: &str, prefix: &str) -> Option<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -249,18 +281,41 @@ fn python(plan: &mut Plan, real_name: &str) -> Result<()> {
 
 /// Perl: every dir of its @INC that exists, in order, through PERL5LIB.
 fn perl(plan: &mut Plan, perl: &Path) -> Result<()> {
-    let out = std::process::Command::new(perl)
-        .args(["-e", "print join(qq(\\n), @INC)"])
+    search_path(
+        plan,
+        perl,
+        "print join(qq(\\n), @INC)",
+        "PERL5LIB",
+        "perl @INC",
+    )
+}
+
+/// Ruby: every dir of its $LOAD_PATH that exists, in order, through RUBYLIB.
+fn ruby(plan: &mut Plan, ruby: &Path) -> Result<()> {
+    search_path(plan, ruby, "puts $LOAD_PATH", "RUBYLIB", "ruby $LOAD_PATH")
+}
+
+/// Asks an interpreter for its module search path (one dir per line, printed by `script`),
+/// adds each dir that exists and lists them, in order, in variable `var`.
+fn search_path(
+    plan: &mut Plan,
+    interpreter: &Path,
+    script: &str,
+    var: &str,
+    why: &str,
+) -> Result<()> {
+    let out = std::process::Command::new(interpreter)
+        .args(["-e", script])
         .output();
     let Ok(out) = out else { return Ok(()) };
     let mut found = Vec::new();
     for dir in String::from_utf8_lossy(&out.stdout).lines() {
-        if dir.starts_with('/') && add_if_present(plan, dir, "perl @INC")? {
+        if dir.starts_with('/') && add_if_present(plan, dir, why)? {
             found.push(format!("{ROOT}{dir}"));
         }
     }
     if !found.is_empty() {
-        set(plan, "PERL5LIB", &found.join(":"), "perl");
+        set(plan, var, &found.join(":"), why);
     }
     Ok(())
 }
