@@ -178,13 +178,16 @@ fn pack(args: &PackArgs) -> Result<()> {
     let (mut objects, mut closure) = resolve(&plan)?;
     // What a recipe adds can bring libraries another recipe knows (a plugin dir needing
     // fontconfig): apply them until the plan stops growing.
-    while !args.no_builtin {
-        let before = (plan.files.len(), plan.links.len(), plan.vars.len(), plan.libs.len());
-        recipes::apply(&mut plan, &closure)?;
-        if before == (plan.files.len(), plan.links.len(), plan.vars.len(), plan.libs.len()) {
-            break;
+    if !args.no_builtin {
+        loop {
+            let size = |p: &Plan| (p.files.len(), p.links.len(), p.vars.len(), p.libs.len());
+            let before = size(&plan);
+            recipes::apply(&mut plan, &closure)?;
+            if size(&plan) == before {
+                break;
+            }
+            (objects, closure) = resolve(&plan)?;
         }
-        (objects, closure) = resolve(&plan)?;
     }
     let bundle = bundle::Bundle::new(&plan, &objects, &closure)?;
     bundle.write(&args.output, args.level)
