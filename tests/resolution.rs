@@ -37,6 +37,21 @@ fn program(output: &Path, name: &str, flags: &[String]) {
     cc(&args);
 }
 
+/// `greeting_main` in `dir`, linked against `lib<name>.so` of `lib_dir` with an rpath to it,
+/// and that program packed; returns both paths.
+fn greeting_program_packed(dir: &Path, lib_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let main = dir.join(format!("{name}_main"));
+    let flags = [
+        format!("-L{}", lib_dir.display()),
+        format!("-l{name}"),
+        format!("-Wl,-rpath,{}", lib_dir.display()),
+    ];
+    program(&main, "greeting_main", &flags);
+    let packed = dir.join("packed");
+    pack(&main, &[], &packed);
+    (main, packed)
+}
+
 /// `tote pack PROGRAM EXTRA... -o OUTPUT`, required to succeed.
 fn pack(program: &Path, extra: &[&str], output: &Path) {
     let run = capture(
@@ -81,15 +96,7 @@ fn glibc_hwcaps_variants_are_bundled_beside_the_baseline() {
         "x86-64-v2 build",
         &[],
     );
-    let main = dir.path().join("hw_main");
-    let flags = [
-        format!("-L{}", lib_dir.display()),
-        "-ltotehw".into(),
-        format!("-Wl,-rpath,{}", lib_dir.display()),
-    ];
-    program(&main, "greeting_main", &flags);
-    let packed = dir.path().join("packed");
-    pack(&main, &[], &packed);
+    let (main, packed) = greeting_program_packed(dir.path(), &lib_dir, "totehw");
 
     let listing = inspect(&packed);
     let mut failures = Failures::new();
@@ -122,15 +129,7 @@ fn a_soname_reached_through_symlinks_is_stored_under_that_name() {
     );
     std::os::unix::fs::symlink("libtotelink.so.1.2.3", lib_dir.join("libtotelink.so.1")).unwrap();
     std::os::unix::fs::symlink("libtotelink.so.1", lib_dir.join("libtotelink.so")).unwrap();
-    let main = dir.path().join("link_main");
-    let flags = [
-        format!("-L{}", lib_dir.display()),
-        "-ltotelink".into(),
-        format!("-Wl,-rpath,{}", lib_dir.display()),
-    ];
-    program(&main, "greeting_main", &flags);
-    let packed = dir.path().join("packed");
-    pack(&main, &[], &packed);
+    let (main, packed) = greeting_program_packed(dir.path(), &lib_dir, "totelink");
 
     let listing = inspect(&packed);
     let mut failures = Failures::new();
