@@ -150,6 +150,15 @@ fn pack(args: &PackArgs) -> Result<()> {
             args.output.display()
         );
     }
+    let mut plan = plan_from(args)?;
+    let (objects, closure) = resolve_all(&mut plan, !args.no_builtin)?;
+    let bundle = bundle::Bundle::new(&plan, &objects, &closure)?;
+    bundle.write(&args.output, args.level)
+}
+
+/// The plan the command line asks for: programs, variables, added files and libraries, and
+/// what detection and tracing find.
+fn plan_from(args: &PackArgs) -> Result<Plan> {
     let mut plan = Plan::new();
     for program in &args.programs {
         let path = locate(program)?;
@@ -174,23 +183,26 @@ fn pack(args: &PackArgs) -> Result<()> {
             plan.add_path(&file, &file)?;
         }
     }
+    Ok(plan)
+}
 
-    let (mut objects, mut closure) = resolve(&plan)?;
-    // What a recipe adds can bring libraries another recipe knows (a plugin dir needing
-    // fontconfig): apply them until the plan stops growing.
-    if !args.no_builtin {
-        loop {
-            let size = |p: &Plan| (p.files.len(), p.links.len(), p.vars.len(), p.libs.len());
-            let before = size(&plan);
-            recipes::apply(&mut plan, &closure)?;
-            if size(&plan) == before {
-                break;
-            }
-            (objects, closure) = resolve(&plan)?;
-        }
+/// Resolves the plan's closure, with the built-in recipes when `builtin`. What a recipe adds
+/// can bring libraries another recipe knows (a plugin dir needing fontconfig), so they are
+/// applied until the plan stops growing.
+fn resolve_all(plan: &mut Plan, builtin: bool) -> Result<(Vec<Member>, closure::Closure)> {
+    let mut resolved = resolve(plan)?;
+    if !builtin {
+        return Ok(resolved);
     }
-    let bundle = bundle::Bundle::new(&plan, &objects, &closure)?;
-    bundle.write(&args.output, args.level)
+    let size = |p: &Plan| (p.files.len(), p.links.len(), p.vars.len(), p.libs.len());
+    loop {
+        let before = size(plan);
+        recipes::apply(plan, &resolved.1)?;
+        if size(plan) == before {
+            return Ok(resolved);
+        }
+        resolved = resolve(plan)?;
+    }
 }
 
 /// Reads the ELF objects of the plan (programs first) and resolves what they need.
