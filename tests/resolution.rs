@@ -52,15 +52,15 @@ fn greeting_program_packed(dir: &Path, lib_dir: &Path, name: &str) -> (PathBuf, 
     (main, packed)
 }
 
-/// `tote pack PROGRAM EXTRA... -o OUTPUT`, required to succeed.
+/// `tote pack PROGRAM -o OUTPUT EXTRA...`, required to succeed (EXTRA may end with `-- ARGS`).
 fn pack(program: &Path, extra: &[&str], output: &Path) {
     let run = capture(
         common::tote::tote()
             .arg("pack")
             .arg(program)
-            .args(extra)
             .arg("-o")
-            .arg(output),
+            .arg(output)
+            .args(extra),
         b"",
     );
     assert!(
@@ -286,5 +286,36 @@ fn several_programs_share_one_file_and_run_by_link_name() {
             && names.contains("args_env"),
         || other.describe(),
     );
+    failures.finish();
+}
+
+#[test]
+fn a_library_opened_with_dlopen_runs_when_found_by_trace() {
+    // Not under /tmp: --trace leaves out what a program opens there (its scratch files).
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let lib_dir = dir.path().join("plugins");
+    greeting_lib(
+        &lib_dir.join("libtotetraced.so"),
+        "traced plugin",
+        &["-Wl,-soname,libtotetraced.so"],
+    );
+    let main = dir.path().join("dlopen_main");
+    program(
+        &main,
+        "dlopen_main",
+        &[format!("-Wl,-rpath,{}", lib_dir.display()), "-ldl".into()],
+    );
+    let native = capture(Command::new(&main).arg("libtotetraced.so"), b"");
+    assert_eq!(
+        native.stdout_text(),
+        "traced plugin\n",
+        "{}",
+        native.describe()
+    );
+    let packed = dir.path().join("traced");
+    pack(&main, &["--trace", "--", "libtotetraced.so"], &packed);
+    let found = run_in_scratch(&packed, "dlopen-traced", &[], &["libtotetraced.so"]);
+    let mut failures = Failures::new();
+    failures.compare("the traced plugin loads", &native, &found);
     failures.finish();
 }
