@@ -155,54 +155,49 @@ pub fn exists(p: &CStr) -> bool {
     .is_ok()
 }
 
-/// The size of the file open at `fd`, from statx.
-pub fn file_size(fd: i32) -> Result<u64> {
-    const AT_EMPTY_PATH: usize = 0x1000;
-    const STATX_SIZE: usize = 0x200;
-    // struct statx is 256 bytes; stx_size is the u64 at byte 40.
-    let mut buf = [0u64; 32];
-    let empty = c"";
-    let a = [
-        fd as usize,
-        path(empty),
-        AT_EMPTY_PATH,
-        STATX_SIZE,
-        buf.as_mut_ptr() as usize,
-        0,
-    ];
-    // SAFETY: `buf` is 256 bytes, the size of struct statx, and outlives the call.
-    check(unsafe { syscall(arch::SYS_STATX, a) })?;
-    Ok(buf[5])
-}
-
-/// What the launcher checks of a cache root.
+/// What the launcher reads of a file's status.
 pub struct Stat {
     pub mode: u32,
     pub uid: u32,
+    pub size: u64,
 }
 
 pub const S_IFMT: u32 = 0o170000;
 pub const S_IFDIR: u32 = 0o040000;
 
-/// The type, mode and owner of `p` itself (a symlink is not followed).
-pub fn stat_nofollow(p: &CStr) -> Result<Stat> {
-    const AT_SYMLINK_NOFOLLOW: usize = 0x100;
-    const STATX_TYPE_MODE_UID: usize = 0x1 | 0x2 | 0x8;
-    // struct statx is 256 bytes: stx_uid is the u32 at byte 20, stx_mode the u16 at byte 28.
-    let mut buf = [0u8; 256];
+/// statx of `p` relative to `dir` with `flags`, reading type, mode, owner and size.
+fn statx(dir: i32, p: &CStr, flags: usize) -> Result<Stat> {
+    const STATX_TYPE_MODE_UID_SIZE: usize = 0x1 | 0x2 | 0x8 | 0x200;
+    // struct statx is 256 bytes: stx_uid is the u32 at byte 20, stx_mode the u16 at byte 28,
+    // stx_size the u64 at byte 40.
+    let mut b = [0u8; 256];
     let a = [
-        AT_FDCWD as usize,
+        dir as usize,
         path(p),
-        AT_SYMLINK_NOFOLLOW,
-        STATX_TYPE_MODE_UID,
-        buf.as_mut_ptr() as usize,
+        flags,
+        STATX_TYPE_MODE_UID_SIZE,
+        b.as_mut_ptr() as usize,
         0,
     ];
-    // SAFETY: `p` is NUL-terminated; `buf` is the size of struct statx; both outlive the call.
+    // SAFETY: `p` is NUL-terminated; `b` is the size of struct statx; both outlive the call.
     check(unsafe { syscall(arch::SYS_STATX, a) })?;
-    let uid = u32::from_le_bytes([buf[20], buf[21], buf[22], buf[23]]);
-    let mode = u16::from_le_bytes([buf[28], buf[29]]) as u32;
-    Ok(Stat { mode, uid })
+    Ok(Stat {
+        uid: u32::from_le_bytes([b[20], b[21], b[22], b[23]]),
+        mode: u16::from_le_bytes([b[28], b[29]]) as u32,
+        size: u64::from_le_bytes([b[40], b[41], b[42], b[43], b[44], b[45], b[46], b[47]]),
+    })
+}
+
+/// The size of the file open at `fd`.
+pub fn file_size(fd: i32) -> Result<u64> {
+    const AT_EMPTY_PATH: usize = 0x1000;
+    statx(fd, c"", AT_EMPTY_PATH).map(|st| st.size)
+}
+
+/// The status of `p` itself (a symlink is not followed).
+pub fn stat_nofollow(p: &CStr) -> Result<Stat> {
+    const AT_SYMLINK_NOFOLLOW: usize = 0x100;
+    statx(AT_FDCWD, p, AT_SYMLINK_NOFOLLOW)
 }
 
 /// The current working dir, written into `buf`; returns its length without the NUL.
