@@ -52,6 +52,31 @@ fn greeting_program_packed(dir: &Path, lib_dir: &Path, name: &str) -> (PathBuf, 
     (main, packed)
 }
 
+/// `dlopen_main` in `dir`, with an rpath to `dir/plugins`, which holds the plugin `name`
+/// (soname `name`); returns the program and its native run opening the plugin by name.
+fn plugin_program(dir: &Path, name: &str) -> (PathBuf, Run) {
+    let lib_dir = dir.join("plugins");
+    greeting_lib(
+        &lib_dir.join(name),
+        "plugin loaded",
+        &[&format!("-Wl,-soname,{name}")],
+    );
+    let main = dir.join("dlopen_main");
+    program(
+        &main,
+        "dlopen_main",
+        &[format!("-Wl,-rpath,{}", lib_dir.display()), "-ldl".into()],
+    );
+    let native = capture(Command::new(&main).arg(name), b"");
+    assert_eq!(
+        native.stdout_text(),
+        "plugin loaded\n",
+        "{}",
+        native.describe()
+    );
+    (main, native)
+}
+
 /// `tote pack PROGRAM -o OUTPUT EXTRA...`, required to succeed (EXTRA may end with `-- ARGS`).
 fn pack(program: &Path, extra: &[&str], output: &Path) {
     let run = capture(
@@ -156,21 +181,7 @@ fn a_soname_reached_through_symlinks_is_stored_under_that_name() {
 #[test]
 fn a_library_opened_with_dlopen_runs_when_added_with_lib() {
     let dir = common::temp_dir();
-    let lib_dir = dir.path().join("plugins");
-    greeting_lib(&lib_dir.join("libtoteplugin.so"), "plugin loaded", &[]);
-    let main = dir.path().join("dlopen_main");
-    program(
-        &main,
-        "dlopen_main",
-        &[format!("-Wl,-rpath,{}", lib_dir.display()), "-ldl".into()],
-    );
-    let native = capture(Command::new(&main).arg("libtoteplugin.so"), b"");
-    assert_eq!(
-        native.stdout_text(),
-        "plugin loaded\n",
-        "{}",
-        native.describe()
-    );
+    let (main, native) = plugin_program(dir.path(), "libtoteplugin.so");
 
     let without = dir.path().join("without");
     pack(&main, &[], &without);
@@ -293,25 +304,7 @@ fn several_programs_share_one_file_and_run_by_link_name() {
 fn a_library_opened_with_dlopen_runs_when_found_by_trace() {
     // Not under /tmp: --trace leaves out what a program opens there (its scratch files).
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let lib_dir = dir.path().join("plugins");
-    greeting_lib(
-        &lib_dir.join("libtotetraced.so"),
-        "traced plugin",
-        &["-Wl,-soname,libtotetraced.so"],
-    );
-    let main = dir.path().join("dlopen_main");
-    program(
-        &main,
-        "dlopen_main",
-        &[format!("-Wl,-rpath,{}", lib_dir.display()), "-ldl".into()],
-    );
-    let native = capture(Command::new(&main).arg("libtotetraced.so"), b"");
-    assert_eq!(
-        native.stdout_text(),
-        "traced plugin\n",
-        "{}",
-        native.describe()
-    );
+    let (main, native) = plugin_program(dir.path(), "libtotetraced.so");
     let packed = dir.path().join("traced");
     pack(&main, &["--trace", "--", "libtotetraced.so"], &packed);
     let found = run_in_scratch(&packed, "dlopen-traced", &[], &["libtotetraced.so"]);
