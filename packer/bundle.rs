@@ -78,7 +78,7 @@ impl Bundle {
     /// of the plan (programs and added files), `closure` what they need. A dest already laid
     /// out is not stored twice.
     pub fn new(plan: &Plan, objects: &[Member], closure: &Closure) -> Result<Bundle> {
-        let lib_dirs = library_dirs(objects, closure);
+        let lib_dirs = closure.library_dirs(objects);
         let mut b = Layout::default();
         for program in &plan.programs {
             let member = objects
@@ -311,20 +311,6 @@ impl Sink for Bytes {
     fn put(&mut self, bytes: &[u8]) {
         self.0.extend_from_slice(bytes);
     }
-}
-
-/// The dirs every executable searches: those of the closure's libraries, then those of added
-/// shared libraries (a plugin found by `--trace` or `--add`, opened with dlopen by name).
-fn library_dirs(objects: &[Member], closure: &Closure) -> Vec<PathBuf> {
-    let mut dirs = closure.library_dirs();
-    for m in objects.iter().filter(|m| m.object.soname.is_some()) {
-        let dir = m.dest.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let hwcaps = dir.components().any(|c| c.as_os_str() == "glibc-hwcaps");
-        if !hwcaps && !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
-    }
-    dirs
 }
 
 /// A program of the bundle: its interpreter and rpath become slots the launcher fills in.

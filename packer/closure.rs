@@ -33,13 +33,15 @@ pub struct Closure {
 }
 
 impl Closure {
-    /// Every dir holding a library of the bundle, in first-seen order. `glibc-hwcaps`
-    /// subdirs are left out: the loader looks into them by itself, and only on CPUs that can
-    /// run what they hold.
-    pub fn library_dirs(&self) -> Vec<PathBuf> {
+    /// Every dir the bundle's executables search, in first-seen order: those of the
+    /// libraries, then those of the `added` objects that are shared libraries (a plugin found
+    /// by `--trace` or `--add`, opened with dlopen by name). `glibc-hwcaps` subdirs are left
+    /// out: the loader looks into them by itself, and only on CPUs that can run what they hold.
+    pub fn library_dirs(&self, added: &[Member]) -> Vec<PathBuf> {
+        let sonamed = added.iter().filter(|m| m.object.soname.is_some());
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for lib in &self.libraries {
-            let dir = parent(&lib.dest).to_path_buf();
+        for member in self.libraries.iter().chain(sonamed) {
+            let dir = parent(&member.dest).to_path_buf();
             let hwcaps = dir.components().any(|c| c.as_os_str() == "glibc-hwcaps");
             if !hwcaps && !dirs.contains(&dir) {
                 dirs.push(dir);
