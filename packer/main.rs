@@ -197,7 +197,8 @@ fn resolve_all(plan: &mut Plan, builtin: bool) -> Result<(Vec<Member>, closure::
     let size = |p: &Plan| (p.files.len(), p.links.len(), p.vars.len(), p.libs.len());
     loop {
         let before = size(plan);
-        recipes::apply(plan, &resolved.1)?;
+        let programs = plan.programs.len();
+        recipes::apply(plan, &resolved.0[..programs], &resolved.1)?;
         if size(plan) == before {
             return Ok(resolved);
         }

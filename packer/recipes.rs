@@ -3,7 +3,7 @@
 //! recipe looks at the plan and the closure, adds files, and sets variables (only when the
 //! user has not set them, never an `LD_*` one). Each says what it did at `-v`.
 
-use crate::closure::Closure;
+use crate::closure::{Closure, Member};
 use crate::plan::Plan;
 use anyhow::Result;
 use log::info;
@@ -12,9 +12,9 @@ use std::path::Path;
 const ROOT: &str = "${TOTE_ROOT}";
 const MULTIARCH: &str = "/usr/lib/x86_64-linux-gnu";
 
-/// Applies every recipe that fits.
-pub fn apply(plan: &mut Plan, closure: &Closure) -> Result<()> {
-    gconv(plan, closure)?;
+/// Applies every recipe that fits; `programs` are the plan's programs, read.
+pub fn apply(plan: &mut Plan, programs: &[Member], closure: &Closure) -> Result<()> {
+    gconv(plan, programs, closure)?;
     old_glibc_nss(plan, closure);
     openssl(plan, closure)?;
     magic(plan, closure)?;
@@ -63,12 +63,12 @@ fn set(plan: &mut Plan, name: &str, value: &str, why: &str) {
 }
 
 /// glibc's iconv loads its converters from the gconv dir, compiled in as an absolute path.
-fn gconv(plan: &mut Plan, closure: &Closure) -> Result<()> {
-    let uses = closure.libraries.iter().any(|l| l.object.uses_iconv)
-        || plan
-            .programs
-            .iter()
-            .any(|p| crate::elf::read(&p.path).is_ok_and(|o| o.uses_iconv));
+fn gconv(plan: &mut Plan, programs: &[Member], closure: &Closure) -> Result<()> {
+    let uses = closure
+        .libraries
+        .iter()
+        .chain(programs)
+        .any(|m| m.object.uses_iconv);
     let dir = format!("{MULTIARCH}/gconv");
     if uses
         && closure.library("libc.so.6").is_some()
