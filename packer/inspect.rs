@@ -47,6 +47,8 @@ pub fn report(file: &Path) -> Result<String> {
         }
         others += usize::from(e.kind != KIND_FILE);
     }
+    let bundle = payload::bundle_name(&t.key);
+    writeln!(out, "cache dir name {}", text(&bundle))?;
     writeln!(
         out,
         "{files} files, {others} dirs and links, {} bytes raw, {} bytes compressed, format version {}",

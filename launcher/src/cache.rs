@@ -5,7 +5,7 @@
 use crate::args::Args;
 use crate::out::{self, Fail, Failure};
 use crate::path::Path;
-use crate::payload::{KEY_LEN, MARKER};
+use crate::payload::{self, KEY_LEN, MARKER};
 use crate::sys::{self, Errno, AT_FDCWD, EEXIST};
 
 /// Where this payload's bundle lives, and whether it is complete there already.
@@ -148,13 +148,7 @@ fn make_dirs(p: &Path) -> sys::Result<()> {
 
 /// The bundle dir of a payload: its key in hex under the root.
 fn bundle_dir(root: &Path, key: &[u8; KEY_LEN]) -> sys::Result<Path> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut name = [0u8; KEY_LEN];
-    for (i, b) in key[..KEY_LEN / 2].iter().enumerate() {
-        name[2 * i] = HEX[(b >> 4) as usize];
-        name[2 * i + 1] = HEX[(b & 15) as usize];
-    }
-    root.joined(&name)
+    root.joined(&payload::bundle_name(key))
 }
 
 /// Whether the bundle is extracted and complete: its marker exists.

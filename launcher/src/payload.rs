@@ -44,6 +44,20 @@ pub enum FormatError {
     UnsafePath,
 }
 
+/// The length of a bundle dir's name.
+pub const BUNDLE_NAME_LEN: usize = KEY_LEN;
+
+/// The name of a payload's bundle dir in the cache: the first half of its key in hex.
+pub fn bundle_name(key: &[u8; KEY_LEN]) -> [u8; BUNDLE_NAME_LEN] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut name = [0u8; BUNDLE_NAME_LEN];
+    for (i, b) in key[..KEY_LEN / 2].iter().enumerate() {
+        name[2 * i] = HEX[(b >> 4) as usize];
+        name[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    name
+}
+
 /// The checksum used throughout the format.
 pub fn checksum(bytes: &[u8]) -> u64 {
     twox_hash::XxHash64::oneshot(0, bytes)
