@@ -4,7 +4,7 @@
 //! is never left half-written.
 
 use crate::closure::{Closure, Member};
-use crate::payload::{self, Entry, Index, Patch, Program, RunTable, Sink, Trailer, Var};
+use crate::payload::{self, Entry, Index, Patch, Paths, Program, RunTable, Sink, Trailer, Var};
 use crate::plan::{relative_link, relative_way, Plan};
 use crate::rewrite::{self, Role, Slot};
 use anyhow::{bail, Context, Result};
@@ -40,8 +40,17 @@ struct Link {
 pub struct Bundle {
     files: Vec<File>,
     links: Vec<Link>,
-    programs: Vec<(String, String)>,
+    programs: Vec<RunProgram>,
     vars: Vec<(String, String)>,
+}
+
+/// A program as the run table lists it; paths relative to the bundle root.
+struct RunProgram {
+    name: String,
+    path: String,
+    /// Empty for a static program.
+    interpreter: String,
+    libraries: Vec<String>,
 }
 
 /// The files and links laid out so far, each dest once.
@@ -126,7 +135,19 @@ impl Bundle {
         let programs = plan
             .programs
             .iter()
-            .map(|p| Ok((p.name.clone(), relative(&p.path)?)))
+            .map(|p| {
+                let member = objects.iter().find(|m| m.dest == p.path);
+                let (interpreter, libraries) = match member {
+                    Some(m) => memory_load(m, closure)?,
+                    None => (String::new(), Vec::new()),
+                };
+                Ok(RunProgram {
+                    name: p.name.clone(),
+                    path: relative(&p.path)?,
+                    interpreter,
+                    libraries,
+                })
+            })
             .collect::<Result<_>>()?;
         Ok(Bundle {
             files: b.files,
@@ -245,14 +266,30 @@ impl Bundle {
     }
 
     fn run_table(&self) -> Result<Vec<u8>> {
-        let programs: Vec<Program> = self
+        let lists: Vec<Vec<u8>> = self
             .programs
             .iter()
-            .map(|(name, path)| Program {
-                name: name.as_bytes(),
-                path: path.as_bytes(),
+            .map(|p| {
+                let paths: Vec<&[u8]> = p.libraries.iter().map(|l| l.as_bytes()).collect();
+                let mut out = Bytes(Vec::new());
+                Paths::encode(&paths, &mut out);
+                out.0
             })
             .collect();
+        let programs = self
+            .programs
+            .iter()
+            .zip(&lists)
+            .map(|(p, list)| {
+                Ok(Program {
+                    name: p.name.as_bytes(),
+                    path: p.path.as_bytes(),
+                    interpreter: p.interpreter.as_bytes(),
+                    libraries: Paths::new(list)
+                        .map_err(|e| anyhow::anyhow!("library list of {}: {e:?}", p.name))?,
+                })
+            })
+            .collect::<Result<Vec<Program>>>()?;
         let vars: Vec<Var> = self
             .vars
             .iter()
@@ -387,6 +424,46 @@ fn mode(source: &Path) -> Result<u32> {
 
 fn root_token() -> &'static str {
     std::str::from_utf8(payload::ROOT_TOKEN).expect("ASCII token")
+}
+
+/// What in-memory mode loads for `program`: its interpreter, and breadth-first from its
+/// DT_NEEDED the libraries the bundle holds as files (the loader, which libc names, is running
+/// already; `glibc-hwcaps` variants are the loader's own choice).
+fn memory_load(program: &Member, closure: &Closure) -> Result<(String, Vec<String>)> {
+    let interp = program.object.interpreter.as_deref();
+    let interp_member = interp.and_then(|i| {
+        closure
+            .interpreters
+            .iter()
+            .find(|m| m.dest == Path::new(i) || same_file(&m.object.source, Path::new(i)))
+    });
+    let interpreter = match interp_member {
+        Some(m) => relative(&m.dest)?,
+        None => String::new(),
+    };
+    let is_loader = |lib: &Member| {
+        closure
+            .interpreters
+            .iter()
+            .any(|i| same_file(&lib.object.source, &i.object.source))
+    };
+    let mut seen: HashSet<&Path> = HashSet::new();
+    let mut queue: std::collections::VecDeque<&str> =
+        program.object.needed.iter().map(String::as_str).collect();
+    let mut libraries = Vec::new();
+    while let Some(name) = queue.pop_front() {
+        let found = closure.libraries.iter().find(|l| {
+            l.dest.file_name().is_some_and(|n| n == name)
+                && !l.dest.components().any(|c| c.as_os_str() == "glibc-hwcaps")
+        });
+        let Some(lib) = found else { continue };
+        if !seen.insert(&lib.dest) || is_loader(lib) {
+            continue;
+        }
+        libraries.push(relative(&lib.dest)?);
+        queue.extend(lib.object.needed.iter().map(String::as_str));
+    }
+    Ok((interpreter, libraries))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

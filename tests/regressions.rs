@@ -150,7 +150,8 @@ fn a_cache_root_others_can_write_or_a_symlink_is_never_used() {
             run.describe()
         );
         assert!(
-            run.stderr_text().starts_with("tote: refusing cache dir"),
+            run.stderr_text()
+                .starts_with("tote: refusing TOTE_CACHE_DIR"),
             "{}",
             run.describe()
         );

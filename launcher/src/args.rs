@@ -5,9 +5,11 @@ use core::ffi::CStr;
 
 const AT_NULL: usize = 0;
 const AT_SECURE: usize = 23;
+const AT_RANDOM: usize = 25;
 const AT_EXECFN: usize = 31;
 
 pub struct Args {
+    argc: usize,
     pub argv: *const *const u8,
     pub envp: *const *const u8,
     auxv: *const usize,
@@ -27,11 +29,25 @@ impl Args {
                 end = end.add(1);
             }
             Args {
+                argc,
                 argv,
                 envp,
                 auxv: end.add(1) as *const usize,
             }
         }
+    }
+
+    pub fn arg_count(&self) -> usize {
+        self.argc
+    }
+
+    /// Argument `i`, if there is one.
+    pub fn arg(&self, i: usize) -> Option<&'static CStr> {
+        if i >= self.argc {
+            return None;
+        }
+        // SAFETY: argv holds argc pointers, each NULL or a C string.
+        unsafe { cstr_at(*self.argv.add(i)) }
     }
 
     pub fn arg0(&self) -> &'static [u8] {
@@ -78,6 +94,16 @@ impl Args {
             }
         }
         None
+    }
+
+    /// The 16 random bytes the kernel gives every new program.
+    pub fn random(&self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        if let Some(p) = self.aux(AT_RANDOM).filter(|p| *p != 0) {
+            // SAFETY: AT_RANDOM points to 16 bytes on our stack.
+            bytes.copy_from_slice(unsafe { core::slice::from_raw_parts(p as *const u8, 16) });
+        }
+        bytes
     }
 
     /// The path this program was executed by, as the kernel recorded it.

@@ -1,49 +1,90 @@
 //! The cache: which root dir the bundle is extracted under, and whether this payload's bundle
 //! is already there. A bundle dir is named by the payload's key, so a new build never meets an
 //! old build's files; it counts only once its completion marker exists.
+//!
+//! The roots considered, in order: `$TOTE_CACHE_DIR` alone when set (the user chose it, so it
+//! is used or the start fails); else `$XDG_CACHE_HOME/tote`, `$HOME/.cache/tote`, then
+//! `tote-<euid>` in `$TMPDIR`, `/tmp`, `/var/tmp` and `/dev/shm`. Under AT_SECURE no variable
+//! is read, so only the last three remain. A root is usable when it exists or can be created,
+//! is a real dir of the effective user that no one else may write, and lies on a file system
+//! that is writable, allows exec and has room for the bundle.
 
 use crate::args::Args;
 use crate::out::{self, Fail, Failure};
 use crate::path::Path;
-use crate::payload::{self, KEY_LEN, MARKER};
-use crate::sys::{self, Errno, AT_FDCWD, EEXIST};
+use crate::payload::{self, Trailer, BUNDLE_NAME_LEN, MARKER};
+use crate::sys::{self, Errno, AT_FDCWD, EEXIST, O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, O_RDONLY};
 
-/// Where this payload's bundle lives, and whether it is complete there already.
-pub struct Bundle {
-    pub dir: Path,
-    pub complete: bool,
+/// Where this start runs the bundle from.
+pub enum Placement {
+    /// The bundle is complete in this dir: run it as it is.
+    Cached(Path),
+    /// Extract into a new bundle dir under this root, then run it.
+    Extract(Root),
+    /// No root is usable: run from memory.
+    Memory,
 }
 
-/// The cache roots to consider, in order:
-/// - `$TOTE_CACHE_DIR` when set: that dir alone, since the user asked for it;
-/// - else `$HOME/.cache/tote` when HOME is set, then `/tmp/tote-<euid>`.
-struct Candidates {
-    roots: [Option<Path>; 2],
-    /// Whether the roots came from `$TOTE_CACHE_DIR`.
-    chosen: bool,
+/// A usable cache root, open, and the bundle dir to make in it.
+pub struct Root {
+    /// The root, opened without following a symlink; extraction works relative to it.
+    pub fd: i32,
+    pub path: Path,
+    /// The bundle dir's name in the root.
+    pub name: [u8; BUNDLE_NAME_LEN],
+    /// `path/name`: the absolute path the bundle's files are run from.
+    pub bundle: Path,
 }
 
-fn candidates(args: &Args) -> Result<Candidates, Fail> {
+/// How a candidate root comes into being when it is missing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// `$TOTE_CACHE_DIR`: created with its missing parents; when unusable the start fails.
+    Chosen,
+    /// Under the user's cache or home dir: created with its missing parents.
+    Home,
+    /// `tote-<euid>` in a temporary dir: only that dir is created, and `/tmp` itself when it
+    /// is missing (as in a `FROM scratch` container run as root).
+    Temporary,
+}
+
+struct Candidate {
+    path: Path,
+    origin: Origin,
+}
+
+const CANDIDATES: usize = 6;
+
+fn candidates(args: &Args) -> Result<[Option<Candidate>; CANDIDATES], Fail> {
+    let mut list: [Option<Candidate>; CANDIDATES] = Default::default();
     if let Some(dir) = args.env(b"TOTE_CACHE_DIR").filter(|d| !d.is_empty()) {
-        let p = absolute(dir).map_err(|e| fail(dir, e))?;
-        return Ok(Candidates {
-            roots: [Some(p), None],
-            chosen: true,
+        let path = absolute(dir).map_err(|e| fail("cannot use TOTE_CACHE_DIR", dir, e))?;
+        list[0] = Some(Candidate {
+            path,
+            origin: Origin::Chosen,
         });
+        return Ok(list);
     }
-    let home = args.env(b"HOME").filter(|h| !h.is_empty()).and_then(|h| {
-        let mut p = Path::from(h).ok()?;
-        p.join(b".cache/tote").ok()?;
-        Some(p)
-    });
-    let mut tmp = out::Line::new();
-    tmp.push(b"/tmp/tote-");
-    tmp.push_decimal(sys::geteuid() as u64);
-    let tmp = Path::from(tmp.bytes()).map_err(|e| fail(tmp.bytes(), e))?;
-    Ok(Candidates {
-        roots: [home, Some(tmp)],
-        chosen: false,
-    })
+    let under = |var: &[u8], rel: &[u8]| -> Option<Path> {
+        let base = args.env(var).filter(|v| v.starts_with(b"/"))?;
+        Path::from(base).and_then(|p| p.joined(rel)).ok()
+    };
+    let mut euid = out::Line::new();
+    euid.push(b"tote-");
+    euid.push_decimal(sys::geteuid() as u64);
+    let temporary = |base: &[u8]| Path::from(base).and_then(|p| p.joined(euid.bytes())).ok();
+    let found = [
+        (under(b"XDG_CACHE_HOME", b"tote"), Origin::Home),
+        (under(b"HOME", b".cache/tote"), Origin::Home),
+        (under(b"TMPDIR", euid.bytes()), Origin::Temporary),
+        (temporary(b"/tmp"), Origin::Temporary),
+        (temporary(b"/var/tmp"), Origin::Temporary),
+        (temporary(b"/dev/shm"), Origin::Temporary),
+    ];
+    for (slot, (path, origin)) in list.iter_mut().zip(found) {
+        *slot = path.map(|path| Candidate { path, origin });
+    }
+    Ok(list)
 }
 
 /// `dir` made absolute against the current dir: the paths written into extracted files must
@@ -59,96 +100,199 @@ fn absolute(dir: &[u8]) -> sys::Result<Path> {
     Ok(p)
 }
 
-/// Whether `root` may hold bundles: a real dir (not a symlink), owned by the effective user,
-/// not writable by group or others. Anything else could hold files planted by someone else.
-fn trusted(root: &Path) -> Result<(), Fail> {
-    let st = sys::stat_nofollow(root.cstr()).map_err(|e| fail(root.bytes(), e))?;
-    if st.mode & sys::S_IFMT != sys::S_IFDIR || st.uid != sys::geteuid() || st.mode & 0o022 != 0 {
-        out::debug(&[b"refused cache root: ", root.bytes()]);
-        let what = "refusing cache dir (not a dir of this user, or writable by others)";
-        return Err(Fail::new(Failure::CacheDir, what, root.bytes(), None));
-    }
-    Ok(())
-}
-
-/// Finds the bundle dir for payload `key`. A complete bundle under any trusted candidate root
-/// is used as it is, and nothing is created: that is the warm path. Otherwise the first root
-/// that exists or can be created (missing parents 0700, `/tmp` 1777) and is trusted is where
-/// extraction goes.
-pub fn locate(args: &Args, key: &[u8; KEY_LEN]) -> Result<Bundle, Fail> {
-    let c = candidates(args)?;
-    let roots = || c.roots.iter().flatten();
-    for root in roots() {
-        let dir = bundle_dir(root, key).map_err(|e| fail(root.bytes(), e))?;
-        if is_complete(&dir) && trusted(root).is_ok() {
+/// Finds where to run the payload of trailer `t` from. A complete bundle under any trusted
+/// candidate is used as it is and nothing is created: that is the warm path. Otherwise the
+/// first usable candidate is where extraction goes; when there is none, memory.
+pub fn locate(args: &Args, t: &Trailer) -> Result<Placement, Fail> {
+    let name = payload::bundle_name(&t.key);
+    let list = candidates(args)?;
+    let roots = || list.iter().flatten();
+    for c in roots() {
+        let dir = c
+            .path
+            .joined(&name)
+            .map_err(|e| fail("cannot use cache dir", &name, e))?;
+        if is_complete(&dir) && owned_alone(&c.path) {
             out::debug(&[b"cached: ", dir.bytes()]);
-            return Ok(Bundle {
-                dir,
-                complete: true,
-            });
+            return Ok(Placement::Cached(dir));
         }
     }
-    let mut last = None;
-    for root in roots() {
-        let usable = make_dirs(root)
-            .map_err(|e| Fail {
-                what: creation_failure(c.chosen),
-                ..fail(root.bytes(), e)
-            })
-            .and_then(|()| trusted(root));
-        match usable {
-            Ok(()) => {
-                out::debug(&[b"cache root: ", root.bytes()]);
-                let dir = bundle_dir(root, key).map_err(|e| fail(root.bytes(), e))?;
-                return Ok(Bundle {
-                    dir,
-                    complete: false,
-                });
+    for c in roots() {
+        match open_usable(c, t.raw_len) {
+            Ok(fd) => {
+                out::debug(&[b"cache root: ", c.path.bytes()]);
+                let bundle = c.path.joined(&name).map_err(|e| {
+                    sys::close(fd);
+                    fail("cannot use cache dir", c.path.bytes(), e)
+                })?;
+                return Ok(Placement::Extract(Root {
+                    fd,
+                    path: c.path.clone(),
+                    name,
+                    bundle,
+                }));
             }
-            Err(f) => {
-                out::debug(&[b"cannot use cache root ", root.bytes()]);
-                last = Some(f);
-            }
+            Err(refusal) if c.origin == Origin::Chosen => return Err(refusal.fail(&c.path)),
+            Err(refusal) => refusal.trace(&c.path),
         }
     }
-    Err(last.unwrap_or_else(|| fail(b"", Errno(2))))
+    out::debug(&[b"no usable cache root: running from memory"]);
+    Ok(Placement::Memory)
 }
 
-fn creation_failure(chosen: bool) -> &'static str {
-    if chosen {
-        "cannot create TOTE_CACHE_DIR"
+/// Why a candidate root cannot be used.
+enum Refusal {
+    Create(Errno),
+    Open(Errno),
+    NotTrusted,
+    ReadOnly,
+    NoExec,
+    Full,
+}
+
+impl Refusal {
+    fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Create(_) => "cannot be created",
+            Refusal::Open(_) => "cannot be opened",
+            Refusal::NotTrusted => "not a dir of this user, or writable by others",
+            Refusal::ReadOnly => "on a read-only file system",
+            Refusal::NoExec => "on a file system mounted noexec",
+            Refusal::Full => "not enough free space for the bundle",
+        }
+    }
+
+    fn errno(&self) -> Option<Errno> {
+        match self {
+            Refusal::Create(e) | Refusal::Open(e) => Some(*e),
+            _ => None,
+        }
+    }
+
+    fn trace(&self, root: &Path) {
+        let mut errno = out::Line::new();
+        if let Some(e) = self.errno() {
+            errno.push(b" (");
+            out::push_errno(&mut errno, e);
+            errno.push(b")");
+        }
+        out::debug(&[
+            b"skipping cache root ",
+            root.bytes(),
+            b": ",
+            self.reason().as_bytes(),
+            errno.bytes(),
+        ]);
+    }
+
+    /// The failure when the user's own choice, `$TOTE_CACHE_DIR`, cannot be used.
+    fn fail(&self, root: &Path) -> Fail {
+        let what = match self {
+            Refusal::Create(_) => "cannot create TOTE_CACHE_DIR",
+            Refusal::Open(_) => "cannot open TOTE_CACHE_DIR",
+            Refusal::NotTrusted => {
+                "refusing TOTE_CACHE_DIR (not a dir of this user, or writable by others)"
+            }
+            Refusal::ReadOnly => "TOTE_CACHE_DIR is on a read-only file system",
+            Refusal::NoExec => "TOTE_CACHE_DIR is on a file system mounted noexec",
+            Refusal::Full => "not enough free space in TOTE_CACHE_DIR for the bundle",
+        };
+        Fail::new(Failure::CacheDir, what, root.bytes(), self.errno())
+    }
+}
+
+/// Creates the candidate if it is missing, opens it without following a symlink and checks it:
+/// owner and mode on the open dir, then its file system. Returns the open dir.
+fn open_usable(c: &Candidate, raw_len: u64) -> Result<i32, Refusal> {
+    create(c).map_err(Refusal::Create)?;
+    let flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    let fd = sys::openat(AT_FDCWD, c.path.cstr(), flags, 0).map_err(|e| match e {
+        sys::ELOOP | sys::ENOTDIR => Refusal::NotTrusted,
+        e => Refusal::Open(e),
+    })?;
+    let checked = check_open_root(fd, raw_len);
+    if checked.is_err() {
+        sys::close(fd);
+    }
+    checked.map(|()| fd)
+}
+
+fn check_open_root(fd: i32, raw_len: u64) -> Result<(), Refusal> {
+    let st = sys::fstat(fd).map_err(Refusal::Open)?;
+    if !trusted(&st) {
+        return Err(Refusal::NotTrusted);
+    }
+    let fs = sys::fstatfs(fd).map_err(Refusal::Open)?;
+    if fs.read_only {
+        Err(Refusal::ReadOnly)
+    } else if fs.noexec {
+        Err(Refusal::NoExec)
+    } else if fs.available < room_for(raw_len) {
+        Err(Refusal::Full)
     } else {
-        "no usable cache dir"
+        Ok(())
     }
 }
 
-fn fail(path: &[u8], e: Errno) -> Fail {
-    Fail::new(Failure::CacheDir, "cannot use cache dir", path, Some(e))
+/// The free space a bundle of `raw_len` bytes of files asks for: its files, plus an eighth for
+/// the blocks that dirs and partly filled blocks take.
+fn room_for(raw_len: u64) -> u64 {
+    raw_len.saturating_add(raw_len / 8)
+}
+
+/// Whether a root's status makes it safe: a real dir, owned by the effective user, not
+/// writable by group or others. Anything else could hold files planted by someone else.
+fn trusted(st: &sys::Stat) -> bool {
+    st.mode & sys::S_IFMT == sys::S_IFDIR && st.uid == sys::geteuid() && st.mode & 0o022 == 0
+}
+
+/// The warm path's check of a root holding a complete bundle: `trusted`, by path, not
+/// following a final symlink (one statx instead of open, fstat and close).
+fn owned_alone(root: &Path) -> bool {
+    let ok = sys::stat_nofollow(root.cstr()).is_ok_and(|st| trusted(&st));
+    if !ok {
+        out::debug(&[b"refused cache root: ", root.bytes()]);
+    }
+    ok
+}
+
+fn fail(what: &'static str, path: &[u8], e: Errno) -> Fail {
+    Fail::new(Failure::CacheDir, what, path, Some(e))
+}
+
+/// Creates a missing candidate as its origin allows.
+fn create(c: &Candidate) -> sys::Result<()> {
+    let p = c.path.bytes();
+    if c.origin != Origin::Temporary {
+        return make_dirs(&c.path);
+    }
+    if p.starts_with(b"/tmp/") {
+        make_dir(&Path::from(b"/tmp")?, 0o1777)?;
+    }
+    make_dir(&c.path, 0o700)
+}
+
+fn make_dir(p: &Path, mode: u32) -> sys::Result<()> {
+    match sys::mkdirat(AT_FDCWD, p.cstr(), mode) {
+        Ok(()) | Err(EEXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates every missing dir of `p`: `/tmp` world-writable and sticky, any other 0700.
 fn make_dirs(p: &Path) -> sys::Result<()> {
-    let mut prefix = p.clone();
     let bytes = p.bytes();
     for end in (1..=bytes.len()).filter(|&i| i == bytes.len() || bytes[i] == b'/') {
+        let mut prefix = p.clone();
         prefix.truncate(end);
         let mode = if prefix.bytes() == b"/tmp" {
             0o1777
         } else {
             0o700
         };
-        match sys::mkdirat(AT_FDCWD, prefix.cstr(), mode) {
-            Ok(()) | Err(EEXIST) => {}
-            Err(e) => return Err(e),
-        }
-        prefix = p.clone();
+        make_dir(&prefix, mode)?;
     }
     Ok(())
-}
-
-/// The bundle dir of a payload: its key in hex under the root.
-fn bundle_dir(root: &Path, key: &[u8; KEY_LEN]) -> sys::Result<Path> {
-    root.joined(&payload::bundle_name(key))
 }
 
 /// Whether the bundle is extracted and complete: its marker exists.

@@ -1,44 +1,124 @@
-//! Cold start: turns the payload into a bundle dir. The payload's checksum is verified first;
-//! the entries are written into a temporary dir beside the final one, held by a lock, then the
-//! patches are written, the completion marker last, and the dir is published with one rename.
-//! A process killed on the way leaves only a temporary dir, which no start ever runs.
+//! Cold start: turns the payload into a bundle dir under a cache root. Everything happens
+//! relative to the root's open dir and never follows a symlink: the entries are written into a
+//! temporary dir beside the final one, held by a lock, the patches are written, the completion
+//! marker last, and the dir is published with one rename. A process killed on the way leaves a
+//! temporary dir whose lock is gone: the next cold start of the same bundle removes it.
 
-use crate::out::{self, Fail, Failure};
+use crate::cache::{self, Root};
+use crate::data::{self, Payload, Stream, EBADMSG};
+use crate::out::{self, Fail, Failure, Line};
 use crate::path::{cstr_in, Path, PATH_MAX};
-use crate::payload::{self, Entry, Index, Patch, Trailer, KIND_DIR, KIND_FILE, MARKER};
+use crate::payload::{self, Entry, Patch, Trailer, KIND_DIR, KIND_FILE, MARKER};
 use crate::program::OwnFile;
 use crate::sys::{
     self, Errno, O_CLOEXEC, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_RDONLY, O_RDWR,
 };
-use xz4rust::XzDecoder;
+use core::ffi::CStr;
 
-/// What the stream fails with when the compressed data does not decode.
-const EBADMSG: Errno = Errno(74);
-const OUT_BUF: usize = 1 << 20;
+/// The deepest dir tree the launcher writes or removes.
+const MAX_DEPTH: usize = 64;
+const ENAMETOOLONG: Errno = Errno(36);
 
-/// Extracts the payload of the file open at `own` into `bundle`. Returns once `bundle` is
-/// complete, whether this process or a concurrent one published it.
-pub fn extract(own: &OwnFile, t: &Trailer, bundle: &Path) -> Result<(), Fail> {
-    let map = Mapping::new(own.len as usize, Some(own.fd))
-        .map_err(|e| Fail::new(Failure::OwnFile, "cannot map own file", own.name, Some(e)))?;
-    let payload = &map.bytes()[t.data_offset as usize..t.end() as usize];
-    if payload::checksum(payload) != t.payload_checksum {
-        return Err(damaged("damaged payload (checksum)", own));
+/// Extracts the payload of the file open at `own` into `root`'s bundle dir. `random` names
+/// the temporary dir. Returns once the bundle is complete, whether this process or a
+/// concurrent one published it.
+pub fn extract(own: &OwnFile, t: &Trailer, root: &Root, random: [u8; 16]) -> Result<(), Fail> {
+    let payload = Payload::open(own, t)?;
+    let index = payload.index(own)?;
+    remove_abandoned(root);
+    let tmp = Temporary::create(root, random)?;
+    out::debug(&[b"decompressing into ", root.path.bytes(), b"/", tmp.name()]);
+    let written = payload
+        .stream()
+        .map_err(|e| Some(tmp.fail(e)))
+        .and_then(|mut stream| write_bundle(&tmp, root, index.entries(), &mut stream));
+    let result = written
+        .map_err(|f| f.unwrap_or_else(|| data::damaged("damaged payload (compressed data)", own)))
+        .and_then(|()| publish(&tmp, root));
+    if !matches!(result, Ok(Publish::Moved)) {
+        remove_tree(root.fd, tmp.cstr(), 0);
     }
-    let index_bytes = &map.bytes()[t.index_offset() as usize..t.run_offset() as usize];
-    let index = Index::decode(index_bytes, t.raw_len)
-        .map_err(|_| damaged("damaged payload (index)", own))?;
-    let data = &map.bytes()[t.data_offset as usize..t.index_offset() as usize];
+    result.map(drop)
+}
 
-    let tmp = temp_name(bundle).map_err(|e| write_fail(bundle.bytes(), e))?;
-    out::debug(&[b"decompressing into ", tmp.bytes()]);
-    let result = write_bundle(&tmp, bundle, &index, data, t)
-        .map_err(|f| f.unwrap_or_else(|| damaged("damaged payload (compressed data)", own)));
-    let published = result.and_then(|()| publish(&tmp, bundle));
-    if !matches!(published, Ok(Publish::Moved)) {
-        remove_tree(&tmp);
+/// A temporary dir in the root, named `<bundle>.<random hex>.tmp`, open and locked.
+struct Temporary {
+    name: Line,
+    fd: i32,
+}
+
+impl Temporary {
+    /// Makes and locks a new temporary dir; a second name is tried when the first is taken
+    /// or was removed before it was locked.
+    fn create(root: &Root, random: [u8; 16]) -> Result<Temporary, Fail> {
+        let mut last = sys::EEXIST;
+        for half in random.chunks(8) {
+            let mut name = Line::new();
+            name.push(&root.name);
+            name.push(b".");
+            push_hex(&mut name, half);
+            name.push(b".tmp\0");
+            let made = CStr::from_bytes_until_nul(name.bytes())
+                .map_err(|_| ENAMETOOLONG)
+                .and_then(|c| make_locked(root, c));
+            match made {
+                Ok(fd) => return Ok(Temporary { name, fd }),
+                Err(e) => last = e,
+            }
+        }
+        Err(Fail::new(
+            Failure::CacheDir,
+            "cannot write in cache dir",
+            root.path.bytes(),
+            Some(last),
+        ))
     }
-    published.map(drop)
+
+    fn cstr(&self) -> &CStr {
+        CStr::from_bytes_until_nul(self.name.bytes()).unwrap_or(c"")
+    }
+
+    fn name(&self) -> &[u8] {
+        self.cstr().to_bytes()
+    }
+
+    fn fail(&self, e: Errno) -> Fail {
+        Fail::new(Failure::Extract, "cannot extract", self.name(), Some(e))
+    }
+}
+
+/// Makes dir `name` in the root, opens and locks it. A cleaner may remove a dir between its
+/// creation and its lock (it was not locked yet); such a dir has no links left.
+fn make_locked(root: &Root, name: &CStr) -> sys::Result<i32> {
+    sys::mkdirat(root.fd, name, 0o755)?;
+    let fd = sys::openat(root.fd, name, DIR_FLAGS, 0)?;
+    let locked = sys::flock(fd, sys::LOCK_EX).and_then(|()| sys::fstat(fd));
+    match locked {
+        Ok(st) if st.nlink > 0 => Ok(fd),
+        Ok(_) => {
+            sys::close(fd);
+            Err(sys::EEXIST)
+        }
+        Err(e) => {
+            sys::close(fd);
+            Err(e)
+        }
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        sys::close(self.fd);
+    }
+}
+
+const DIR_FLAGS: usize = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+
+fn push_hex(l: &mut Line, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        l.push(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+    }
 }
 
 /// What became of a finished temporary dir.
@@ -50,105 +130,156 @@ enum Publish {
     Lost,
 }
 
-fn damaged(what: &'static str, own: &OwnFile) -> Fail {
-    Fail::new(Failure::Payload, what, own.name, None)
-}
-
-fn write_fail(path: &[u8], e: Errno) -> Fail {
-    Fail::new(Failure::Extract, "cannot extract", path, Some(e))
-}
-
-/// `<bundle>.<pid>.tmp`: beside the final dir, so the rename stays on one file system.
-fn temp_name(bundle: &Path) -> sys::Result<Path> {
-    let mut suffix = out::Line::new();
-    suffix.push(b".");
-    suffix.push_decimal(sys::getpid() as u64);
-    suffix.push(b".tmp");
-    let mut p = bundle.clone();
-    p.push(suffix.bytes())?;
-    Ok(p)
-}
-
-/// Creates the temporary dir, locks it, writes every entry, the patches, then the marker.
-/// A failure is a write failure, or None when the compressed data is damaged.
-fn write_bundle(
-    tmp: &Path,
-    bundle: &Path,
-    index: &Index,
-    data: &[u8],
-    t: &Trailer,
+/// Writes every entry, the patches, then the marker into the temporary dir. A failure is a
+/// write failure, or None when the compressed data is damaged.
+fn write_bundle<'a>(
+    tmp: &Temporary,
+    root: &Root,
+    entries: impl Iterator<Item = Entry<'a>>,
+    stream: &mut Stream,
 ) -> Result<(), Option<Fail>> {
-    let err = |e| Some(write_fail(tmp.bytes(), e));
-    sys::mkdirat(sys::AT_FDCWD, tmp.cstr(), 0o755).map_err(|e| {
-        Some(Fail::new(
-            Failure::CacheDir,
-            "cannot write in cache dir",
-            tmp.bytes(),
-            Some(e),
-        ))
-    })?;
-    let dir = sys::openat(
-        sys::AT_FDCWD,
-        tmp.cstr(),
-        O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-        0,
-    )
-    .map_err(err)?;
-    sys::flock(dir, sys::LOCK_EX).map_err(err)?;
-    let mut stream = Stream::new(data, t.dict_size as usize).map_err(err)?;
-    for entry in index.entries() {
-        write_entry(dir, &entry, &mut stream, bundle).map_err(|e| match e {
+    let mut dirs = Dirs::new(tmp.fd);
+    for entry in entries {
+        write_entry(&mut dirs, &entry, stream, &root.bundle).map_err(|e| match e {
             EBADMSG => None,
-            e => Some(write_fail(
-                tmp.joined(entry.path)
-                    .as_ref()
-                    .map_or(entry.path, |p| p.bytes()),
-                e,
+            e => Some(Fail::new(
+                Failure::Extract,
+                "cannot extract",
+                entry.path,
+                Some(e),
             )),
         })?;
     }
     stream.finish().map_err(|_| None)?;
     let mut name = [0u8; 32];
-    let marker = cstr_in(MARKER.as_bytes(), &mut name).map_err(err)?;
-    sys::close(
-        sys::openat(dir, marker, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o644).map_err(err)?,
-    );
-    sys::close(dir);
+    let marker = cstr_in(MARKER.as_bytes(), &mut name).map_err(|e| Some(tmp.fail(e)))?;
+    let flags = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+    let fd = sys::openat(tmp.fd, marker, flags, 0o644).map_err(|e| Some(tmp.fail(e)))?;
+    sys::close(fd);
     Ok(())
 }
 
-fn write_entry(dir: i32, e: &Entry, stream: &mut Stream, bundle: &Path) -> sys::Result<()> {
+fn write_entry(dirs: &mut Dirs, e: &Entry, stream: &mut Stream, bundle: &Path) -> sys::Result<()> {
+    let (dir, leaf) = split(e.path);
+    let at = dirs.enter(dir)?;
     let mut name = [0u8; PATH_MAX];
-    let path = cstr_in(e.path, &mut name)?;
+    let leaf = cstr_in(leaf, &mut name)?;
     // setuid, setgid and sticky bits are not carried into the cache.
     let mode = e.mode & 0o777;
     match e.kind {
-        KIND_DIR => match sys::mkdirat(dir, path, mode | 0o700) {
+        KIND_DIR => match sys::mkdirat(at, leaf, mode | 0o700) {
             Ok(()) | Err(sys::EEXIST) => Ok(()),
             Err(err) => Err(err),
         },
         KIND_FILE => {
             let flags = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC;
-            let fd = sys::openat(dir, path, flags, mode)?;
+            let fd = sys::openat(at, leaf, flags, mode)?;
             let r = stream
-                .copy_to(fd, e.size)
-                .and_then(|()| apply_patches(fd, e, bundle));
+                .copy_to(Some(fd), e.size)
+                .and_then(|()| apply_patches(fd, e, bundle.bytes()));
             sys::close(fd);
             r
         }
         _ => {
             let mut target = [0u8; PATH_MAX];
-            sys::symlinkat(cstr_in(e.target, &mut target)?, dir, path)
+            sys::symlinkat(cstr_in(e.target, &mut target)?, at, leaf)
+        }
+    }
+}
+
+/// `path` split into its dir (maybe empty) and its last component.
+fn split(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (b"", path),
+    }
+}
+
+/// The chain of dirs open below the temporary dir, one per component of the dir last
+/// entered. Each is opened relative to its parent with O_NOFOLLOW, so no symlink in an
+/// entry's path is ever followed; index order (each dir before its contents) keeps the chain
+/// mostly open from one entry to the next.
+struct Dirs {
+    top: i32,
+    fds: [i32; MAX_DEPTH],
+    /// Where each open level's component ends in `open`.
+    ends: [usize; MAX_DEPTH],
+    depth: usize,
+    open: Path,
+}
+
+impl Dirs {
+    fn new(top: i32) -> Dirs {
+        Dirs {
+            top,
+            fds: [-1; MAX_DEPTH],
+            ends: [0; MAX_DEPTH],
+            depth: 0,
+            open: Path::new(),
+        }
+    }
+
+    fn current(&self) -> i32 {
+        match self.depth {
+            0 => self.top,
+            d => self.fds[d - 1],
+        }
+    }
+
+    /// Opens `dir` (relative, normal components only) and returns its descriptor.
+    fn enter(&mut self, dir: &[u8]) -> sys::Result<i32> {
+        while self.depth > 0 {
+            let end = self.ends[self.depth - 1];
+            let kept = &self.open.bytes()[..end];
+            if dir.starts_with(kept) && dir.get(end).is_none_or(|b| *b == b'/') {
+                break;
+            }
+            self.depth -= 1;
+            sys::close(self.fds[self.depth]);
+        }
+        let mut at = match self.depth {
+            0 => 0,
+            d => self.ends[d - 1] + 1,
+        };
+        self.open = Path::from(dir)?;
+        while at < dir.len() {
+            let end = dir[at..]
+                .iter()
+                .position(|b| *b == b'/')
+                .map_or(dir.len(), |i| at + i);
+            if self.depth == MAX_DEPTH {
+                return Err(ENAMETOOLONG);
+            }
+            let mut name = [0u8; PATH_MAX];
+            let fd = sys::openat(
+                self.current(),
+                cstr_in(&dir[at..end], &mut name)?,
+                DIR_FLAGS,
+                0,
+            )?;
+            self.fds[self.depth] = fd;
+            self.ends[self.depth] = end;
+            self.depth += 1;
+            at = end + 1;
+        }
+        Ok(self.current())
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        for fd in &self.fds[..self.depth] {
+            sys::close(*fd);
         }
     }
 }
 
 /// Writes each patch's template, with the bundle's final path for `ROOT_TOKEN`, NUL-padded to
 /// the patch's capacity.
-fn apply_patches(fd: i32, e: &Entry, bundle: &Path) -> sys::Result<()> {
+pub fn apply_patches(fd: i32, e: &Entry, root: &[u8]) -> sys::Result<()> {
     for p in e.patches() {
         let mut buf = [0u8; PATH_MAX * 2];
-        let len = expand(&p, bundle.bytes(), &mut buf)?;
+        let len = expand(&p, root, &mut buf)?;
         sys::pwrite(fd, &buf[..len], p.offset)?;
     }
     Ok(())
@@ -171,7 +302,7 @@ pub fn expand(p: &Patch, root: &[u8], buf: &mut [u8]) -> sys::Result<usize> {
         };
         // One byte stays for the terminating NUL.
         if len + piece.len() >= cap {
-            return Err(Errno(36));
+            return Err(ENAMETOOLONG);
         }
         buf[len..len + piece.len()].copy_from_slice(piece);
         len += piece.len();
@@ -185,180 +316,107 @@ pub fn expand(p: &Patch, root: &[u8], buf: &mut [u8]) -> sys::Result<usize> {
 ///
 /// A bundle dir without its marker (a cleaner removed files from it) is stale: it is moved
 /// aside, removed, and the rename is tried once more.
-fn publish(tmp: &Path, bundle: &Path) -> Result<Publish, Fail> {
-    let rename = || sys::renameat(sys::AT_FDCWD, tmp.cstr(), sys::AT_FDCWD, bundle.cstr());
+fn publish(tmp: &Temporary, root: &Root) -> Result<Publish, Fail> {
+    let mut name = [0u8; 64];
+    let bundle = cstr_in(&root.name, &mut name).map_err(|e| tmp.fail(e))?;
+    let rename = || sys::renameat(root.fd, tmp.cstr(), root.fd, bundle);
+    let fail = |e| {
+        Fail::new(
+            Failure::Extract,
+            "cannot extract",
+            root.bundle.bytes(),
+            Some(e),
+        )
+    };
     match rename() {
         Ok(()) => Ok(Publish::Moved),
-        Err(sys::EEXIST) | Err(sys::ENOTEMPTY) if crate::cache::is_complete(bundle) => {
-            out::debug(&[b"another process published ", bundle.bytes()]);
+        Err(sys::EEXIST) | Err(sys::ENOTEMPTY) if cache::is_complete(&root.bundle) => {
+            out::debug(&[b"another process published ", root.bundle.bytes()]);
             Ok(Publish::Lost)
         }
         Err(sys::EEXIST) | Err(sys::ENOTEMPTY) => {
             out::debug(&[
                 b"replacing a stale bundle dir without its marker: ",
-                bundle.bytes(),
+                root.bundle.bytes(),
             ]);
-            remove_stale(bundle);
-            rename()
-                .map(|()| Publish::Moved)
-                .map_err(|e| write_fail(bundle.bytes(), e))
+            remove_stale(root, bundle, tmp);
+            rename().map(|()| Publish::Moved).map_err(fail)
         }
-        Err(e) => Err(write_fail(bundle.bytes(), e)),
+        Err(e) => Err(fail(e)),
     }
 }
 
-/// Moves an incomplete bundle dir out of the way (so no start sees it half-removed), then
-/// removes it.
-fn remove_stale(bundle: &Path) {
-    let Ok(aside) = temp_name(bundle).and_then(|mut p| p.push(b".stale").map(|()| p)) else {
+/// Moves an incomplete bundle dir out of the way (so no start sees it half-removed), under
+/// the temporary dir's name with `.stale` added, then removes it.
+fn remove_stale(root: &Root, bundle: &CStr, tmp: &Temporary) {
+    let mut aside = Line::new();
+    aside.push(tmp.name());
+    aside.push(b".stale\0");
+    let Ok(aside) = CStr::from_bytes_until_nul(aside.bytes()) else {
         return;
     };
-    if sys::renameat(sys::AT_FDCWD, bundle.cstr(), sys::AT_FDCWD, aside.cstr()).is_ok() {
-        remove_tree(&aside);
+    if sys::renameat(root.fd, bundle, root.fd, aside).is_ok() {
+        remove_tree(root.fd, aside, 0);
     }
 }
 
-/// Removes a dir tree this process created; failures are ignored, as the tree is never run.
-fn remove_tree(p: &Path) {
-    let Ok(dir) = sys::openat(
-        sys::AT_FDCWD,
-        p.cstr(),
-        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
-        0,
-    ) else {
-        let _ = sys::unlinkat(sys::AT_FDCWD, p.cstr(), 0);
+/// Removes the temporary dirs of this bundle left by extractors that are gone: those whose
+/// lock can be taken. A live extractor holds its lock until it has published or given up.
+fn remove_abandoned(root: &Root) {
+    let Ok(listing) = sys::openat(root.fd, c".", DIR_FLAGS, 0) else {
         return;
     };
+    for_each_entry(listing, |name| {
+        let n = name.to_bytes();
+        let ours = n.starts_with(&root.name) && n.get(root.name.len()) == Some(&b'.');
+        if !ours || !(n.ends_with(b".tmp") || n.ends_with(b".stale")) {
+            return;
+        }
+        let Ok(fd) = sys::openat(root.fd, name, DIR_FLAGS, 0) else {
+            return;
+        };
+        if sys::flock(fd, sys::LOCK_EX | sys::LOCK_NB).is_ok() {
+            out::debug(&[b"removing abandoned ", n]);
+            remove_tree(root.fd, name, 0);
+        }
+        sys::close(fd);
+    });
+    sys::close(listing);
+}
+
+/// Removes the tree `name` in the dir open at `parent`, never following a symlink; failures
+/// are ignored, as the tree is never run.
+fn remove_tree(parent: i32, name: &CStr, depth: usize) {
+    let Ok(dir) = sys::openat(parent, name, DIR_FLAGS, 0) else {
+        let _ = sys::unlinkat(parent, name, 0);
+        return;
+    };
+    if depth < MAX_DEPTH {
+        for_each_entry(dir, |child| {
+            if sys::unlinkat(dir, child, 0) == Err(sys::EISDIR) {
+                remove_tree(dir, child, depth + 1);
+            }
+        });
+    }
+    sys::close(dir);
+    let _ = sys::unlinkat(parent, name, sys::AT_REMOVEDIR);
+}
+
+/// Calls `f` with the name of each entry of the dir open at `dir`, except `.` and `..`.
+fn for_each_entry(dir: i32, mut f: impl FnMut(&CStr)) {
+    // A struct linux_dirent64: d_reclen is the u16 at byte 16, d_name starts at byte 19.
     let mut buf = [0u8; 4096];
     while let Ok(n @ 1..) = sys::getdents64(dir, &mut buf) {
         let mut at = 0;
         while at + 19 < n {
             let reclen = u16::from_le_bytes([buf[at + 16], buf[at + 17]]) as usize;
-            let name = &buf[at + 19..at + reclen];
-            let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
-            if name != b"." && name != b".." {
-                if let Ok(child) = p.joined(name) {
-                    if sys::unlinkat(sys::AT_FDCWD, child.cstr(), 0).is_err() {
-                        remove_tree(&child);
-                    }
+            let end = (at + reclen).min(n);
+            if let Ok(name) = CStr::from_bytes_until_nul(&buf[at + 19..end]) {
+                if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                    f(name);
                 }
             }
             at += reclen.max(1);
         }
-    }
-    sys::close(dir);
-    let _ = sys::unlinkat(sys::AT_FDCWD, p.cstr(), sys::AT_REMOVEDIR);
-}
-
-/// A read-only mapping of a file, or anonymous read-write memory; unmapped on drop.
-struct Mapping {
-    addr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize, fd: Option<i32>) -> sys::Result<Mapping> {
-        Ok(Mapping {
-            addr: sys::mmap(len.max(1), fd)?,
-            len: len.max(1),
-        })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` bytes, readable, and lives as long as `self`.
-        unsafe { core::slice::from_raw_parts(self.addr, self.len) }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: anonymous mappings are writable and owned by `self` alone; file mappings
-        // are never written through this (only `bytes` is used on them).
-        unsafe { core::slice::from_raw_parts_mut(self.addr, self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping came from mmap and no slice of it outlives `self`.
-        unsafe { sys::munmap(self.addr, self.len) };
-    }
-}
-
-/// The decompressed data as a stream that hands out each file's bytes in turn.
-struct Stream<'a> {
-    input: &'a [u8],
-    decoder: XzDecoder<'static>,
-    out: Mapping,
-    /// Decoded bytes not yet written: out[start..end].
-    start: usize,
-    end: usize,
-    done: bool,
-    _dict: Mapping,
-}
-
-impl<'a> Stream<'a> {
-    fn new(input: &'a [u8], dict_size: usize) -> sys::Result<Stream<'a>> {
-        let mut dict = Mapping::new(dict_size.max(xz4rust::DICT_SIZE_MIN), None)?;
-        // SAFETY: the dictionary mapping is owned by the Stream (`_dict`), declared after the
-        // decoder so it is unmapped only after the decoder is gone; the 'static lifetime never
-        // escapes the Stream.
-        let dict_slice: &'static mut [u8] =
-            unsafe { core::slice::from_raw_parts_mut(dict.bytes_mut().as_mut_ptr(), dict.len) };
-        Ok(Stream {
-            input,
-            decoder: XzDecoder::with_fixed_size_dict(dict_slice),
-            out: Mapping::new(OUT_BUF, None)?,
-            start: 0,
-            end: 0,
-            done: false,
-            _dict: dict,
-        })
-    }
-
-    /// Decodes more output into the empty buffer.
-    fn refill(&mut self) -> sys::Result<()> {
-        if self.done {
-            return Err(EBADMSG);
-        }
-        let r = self
-            .decoder
-            .decode(self.input, self.out.bytes_mut())
-            .map_err(|_| EBADMSG)?;
-        self.input = &self.input[r.input_consumed()..];
-        self.done = r.is_end_of_stream();
-        self.start = 0;
-        self.end = r.output_produced();
-        if !r.made_progress() && !self.done {
-            return Err(EBADMSG);
-        }
-        Ok(())
-    }
-
-    /// Writes the next `size` decoded bytes to `fd`.
-    fn copy_to(&mut self, fd: i32, mut size: u64) -> sys::Result<()> {
-        while size > 0 {
-            if self.start == self.end {
-                self.refill()?;
-                continue;
-            }
-            let n = ((self.end - self.start) as u64).min(size) as usize;
-            sys::write_all(fd, &self.out.bytes()[self.start..self.start + n])?;
-            self.start += n;
-            size -= n as u64;
-        }
-        Ok(())
-    }
-
-    /// Checks that the stream ends exactly here: no decoded byte is left over.
-    fn finish(&mut self) -> sys::Result<()> {
-        while !self.done {
-            if self.start != self.end {
-                return Err(EBADMSG);
-            }
-            self.refill()?;
-        }
-        if self.start != self.end || !self.input.is_empty() {
-            return Err(EBADMSG);
-        }
-        Ok(())
     }
 }

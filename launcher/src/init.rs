@@ -5,17 +5,17 @@
 //! killed it.
 
 use crate::out::{Fail, Failure};
+use crate::program::Executable;
 use crate::sys::{self, SigSet};
-use core::ffi::CStr;
 
 const SIGCHLD: i32 = 17;
 
-/// Runs the program at `path` as a child and supervises it; never returns.
+/// Runs `exe` as a child and supervises it; never returns.
 ///
 /// # Safety
 /// `argv` and `envp` must be NULL-terminated arrays of pointers to NUL-terminated strings.
 pub unsafe fn supervise(
-    path: &CStr,
+    exe: &Executable,
     argv: *const *const u8,
     envp: *const *const u8,
 ) -> Result<(), Fail> {
@@ -27,15 +27,15 @@ pub unsafe fn supervise(
         Ok(0) => {
             sys::set_sigmask(original);
             // SAFETY: forwarded from our caller.
-            let e = unsafe { sys::execve(path, argv, envp) };
-            Fail::new(Failure::Exec, "cannot execute", path.to_bytes(), Some(e)).report()
+            let e = unsafe { exe.exec(argv, envp) };
+            Fail::new(Failure::Exec, "cannot execute", exe.name(), Some(e)).report()
         }
         Ok(pid) => pid,
         Err(e) => {
             return Err(Fail::new(
                 Failure::Init,
                 "cannot start program",
-                path.to_bytes(),
+                exe.name(),
                 Some(e),
             ))
         }

@@ -13,9 +13,11 @@
 mod arch;
 mod args;
 mod cache;
+mod data;
 mod extract;
 mod init;
 mod mem;
+mod memory;
 mod out;
 mod path;
 // The writing half of the format is the packer's.
@@ -25,6 +27,7 @@ mod program;
 mod sys;
 
 use args::Args;
+use cache::Placement;
 use out::{Fail, Failure};
 use payload::{RunTable, Trailer, TRAILER_LEN};
 use program::OwnFile;
@@ -57,17 +60,25 @@ fn run(args: &Args) -> Result<core::convert::Infallible, Fail> {
     let run = RunTable::decode(&tail[TAIL - TRAILER_LEN - run_len..TAIL - TRAILER_LEN])
         .map_err(|_| damaged("damaged payload (run table)", &own))?;
 
-    // 3. Find the bundle dir in the cache.
-    let bundle = cache::locate(args, &trailer.key)?;
+    // 3. Find the bundle dir in the cache, or where to extract it, or run from memory.
+    let placement = match args.env(b"TOTE_MODE") {
+        Some(b"memory") => Placement::Memory,
+        _ => cache::locate(args, &trailer)?,
+    };
 
-    // 4. Extract, unless the bundle is complete already.
-    if !bundle.complete {
-        extract::extract(&own, &trailer, &bundle.dir)?;
-    }
+    // 4. Extract unless the bundle is complete already, and start the program: in place, or
+    //    as the child of a minimal init when PID 1.
+    let bundle = match placement {
+        Placement::Cached(dir) => dir,
+        Placement::Extract(root) => {
+            extract::extract(&own, &trailer, &root, args.random())?;
+            sys::close(root.fd);
+            root.bundle
+        }
+        Placement::Memory => return memory::run(args, &own, &trailer, &run),
+    };
     sys::close(own.fd);
-
-    // 5. Start the program: in place, or as the child of a minimal init when PID 1.
-    program::start(args, &run, &bundle.dir)
+    program::start(args, &run, &bundle)
 }
 
 fn damaged(what: &'static str, own: &OwnFile) -> Fail {

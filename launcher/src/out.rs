@@ -23,6 +23,8 @@ pub enum Failure {
     Exec = 116,
     /// As PID 1: the program's process cannot be created.
     Init = 117,
+    /// The program cannot be run from memory (no cache dir was usable).
+    Memory = 119,
 }
 
 /// A failure on its way to being reported: what failed, on which path, and the errno if any.
@@ -126,7 +128,8 @@ impl Line {
     }
 }
 
-fn push_errno(l: &mut Line, e: Errno) {
+/// Appends the errno's name, or its number when the name is not known here.
+pub fn push_errno(l: &mut Line, e: Errno) {
     const NAMES: &[(i32, &str)] = &[
         (1, "EPERM"),
         (2, "ENOENT"),

@@ -11,7 +11,8 @@
 //!   compressed as one stream.
 //! - index: every entry of the bundle (dir, file, symlink) with its mode, size and the patches
 //!   the launcher writes into it at extraction. Read only on a cold start.
-//! - run table: what a warm start needs: the programs by name, the variables to set.
+//! - run table: what a warm start needs: the programs by name, the variables to set; and what
+//!   in-memory mode loads for each program.
 //! - trailer: fixed size at the very end of the file, with its own checksum, so one `pread` of
 //!   the tail finds everything. The key names the cache dir; it covers the whole payload and
 //!   the format version.
@@ -20,7 +21,7 @@
 //! (patch bytes, variable values) `ROOT_TOKEN` stands for the bundle's root dir on this host.
 
 pub const MAGIC: [u8; 8] = *b"TOTE\0PAY";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const CODEC_XZ: u32 = 1;
 pub const TRAILER_LEN: usize = 128;
 pub const KEY_LEN: usize = 32;
@@ -239,10 +240,92 @@ pub trait Sink {
     }
 }
 
-/// One program of the run table: the name it is invoked under, and its path in the bundle.
+/// One program of the run table: the name it is invoked under, its path in the bundle, and
+/// what in-memory mode loads with it: its interpreter (empty for a static program) and the
+/// libraries it needs, in breadth-first order. Paths are relative to the bundle root.
+#[derive(Clone, Copy)]
 pub struct Program<'a> {
     pub name: &'a [u8],
     pub path: &'a [u8],
+    pub interpreter: &'a [u8],
+    pub libraries: Paths<'a>,
+}
+
+impl<'a> Program<'a> {
+    fn encode(&self, out: &mut impl Sink) {
+        out.put_str(self.name);
+        out.put_str(self.path);
+        out.put_str(self.interpreter);
+        out.put(self.libraries.bytes);
+    }
+
+    fn decode(c: &mut Cursor<'a>) -> Result<Self, FormatError> {
+        let name = safe_path(c.str()?)?;
+        let path = safe_path(c.str()?)?;
+        let interpreter = c.str()?;
+        if !interpreter.is_empty() {
+            safe_path(interpreter)?;
+        }
+        let libraries = Paths::decode(c)?;
+        Ok(Program {
+            name,
+            path,
+            interpreter,
+            libraries,
+        })
+    }
+}
+
+/// A list of bundle paths: a `u16` count, then each path.
+#[derive(Clone, Copy)]
+pub struct Paths<'a> {
+    /// The encoded list, count included.
+    bytes: &'a [u8],
+    count: u16,
+}
+
+impl<'a> Paths<'a> {
+    pub fn encode(paths: &[&[u8]], out: &mut impl Sink) {
+        out.put_u16(paths.len() as u16);
+        for p in paths {
+            out.put_str(p);
+        }
+    }
+
+    /// Reads a list that `encode` wrote, and nothing after it.
+    pub fn new(bytes: &'a [u8]) -> Result<Self, FormatError> {
+        let mut c = Cursor::new(bytes);
+        let paths = Paths::decode(&mut c)?;
+        if !c.is_empty() {
+            return Err(FormatError::Malformed);
+        }
+        Ok(paths)
+    }
+
+    fn decode(c: &mut Cursor<'a>) -> Result<Self, FormatError> {
+        let start = c.bytes;
+        let count = c.u16()?;
+        for _ in 0..count {
+            safe_path(c.str()?)?;
+        }
+        Ok(Paths {
+            bytes: &start[..start.len() - c.bytes.len()],
+            count,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> {
+        let mut c = Cursor::new(&self.bytes[2..]);
+        (0..self.count).filter_map(move |_| c.str().ok())
+    }
 }
 
 /// One variable of the run table, set at run time when the user has not set it.
@@ -252,8 +335,8 @@ pub struct Var<'a> {
     pub value: &'a [u8],
 }
 
-/// The run table: `u16` program count, each program's name and path; `u16` variable count,
-/// each variable's name and value.
+/// The run table: `u16` program count, each program's name, path, interpreter and
+/// libraries; `u16` variable count, each variable's name and value.
 pub struct RunTable<'a> {
     programs: &'a [u8],
     program_count: u16,
@@ -267,8 +350,7 @@ impl<'a> RunTable<'a> {
         let program_count = c.u16()?;
         let programs = c.bytes;
         for _ in 0..program_count {
-            safe_path(c.str()?)?;
-            safe_path(c.str()?)?;
+            Program::decode(&mut c)?;
         }
         let used = programs.len() - c.bytes.len();
         let var_count = c.u16()?;
@@ -291,8 +373,7 @@ impl<'a> RunTable<'a> {
     pub fn encode(programs: &[Program], vars: &[Var], out: &mut impl Sink) {
         out.put_u16(programs.len() as u16);
         for p in programs {
-            out.put_str(p.name);
-            out.put_str(p.path);
+            p.encode(out);
         }
         out.put_u16(vars.len() as u16);
         for v in vars {
@@ -304,12 +385,7 @@ impl<'a> RunTable<'a> {
     /// The programs, in order; the first is the default. Bounds were checked by `decode`.
     pub fn programs(&self) -> impl Iterator<Item = Program<'a>> {
         let mut c = Cursor::new(self.programs);
-        (0..self.program_count).filter_map(move |_| {
-            Some(Program {
-                name: c.str().ok()?,
-                path: c.str().ok()?,
-            })
-        })
+        (0..self.program_count).filter_map(move |_| Program::decode(&mut c).ok())
     }
 
     pub fn vars(&self) -> impl Iterator<Item = Var<'a>> {
@@ -545,14 +621,22 @@ mod tests {
 
     #[test]
     fn run_table_round_trips() {
+        let mut libs = Buf(Vec::new());
+        Paths::encode(&[b"lib/libjq.so.1", b"lib/libc.so.6"], &mut libs);
+        let mut none = Buf(Vec::new());
+        Paths::encode(&[], &mut none);
         let programs = [
             Program {
                 name: b"jq",
                 path: b"usr/bin/jq",
+                interpreter: b"lib64/ld-linux-x86-64.so.2",
+                libraries: Paths::new(&libs.0).unwrap(),
             },
             Program {
                 name: b"sh",
                 path: b"bin/sh",
+                interpreter: b"",
+                libraries: Paths::new(&none.0).unwrap(),
             },
         ];
         let vars = [Var {
@@ -567,6 +651,11 @@ mod tests {
             names,
             [(&b"jq"[..], &b"usr/bin/jq"[..]), (b"sh", b"bin/sh")]
         );
+        let jq = run.programs().next().unwrap();
+        assert_eq!(jq.interpreter, b"lib64/ld-linux-x86-64.so.2");
+        let jq_libs: Vec<_> = jq.libraries.iter().collect();
+        assert_eq!(jq_libs, [&b"lib/libjq.so.1"[..], b"lib/libc.so.6"]);
+        assert!(run.programs().nth(1).unwrap().libraries.is_empty());
         let v: Vec<_> = run.vars().map(|v| (v.name, v.value)).collect();
         assert_eq!(
             v,

@@ -6,8 +6,9 @@ use crate::args::Args;
 use crate::init;
 use crate::out::{self, Fail, Failure};
 use crate::path::{Path, PATH_MAX};
-use crate::payload::{Patch, RunTable};
-use crate::sys::{self, O_CLOEXEC, O_RDONLY};
+use crate::payload::{Patch, Program, RunTable, Var, ROOT_TOKEN};
+use crate::sys::{self, Errno, O_CLOEXEC, O_RDONLY};
+use core::ffi::CStr;
 
 /// The launcher's own file, open for reading.
 pub struct OwnFile {
@@ -39,50 +40,87 @@ pub fn open_own_file(args: &Args) -> Result<OwnFile, Fail> {
             })?
         }
     };
-    let len = sys::file_size(fd)
+    let len = sys::fstat(fd)
+        .map(|st| st.size)
         .map_err(|e| Fail::new(Failure::OwnFile, "cannot read own file", name, Some(e)))?;
     Ok(OwnFile { fd, len, name })
 }
 
-/// Starts the chosen program of the bundle with our argv, in place; as PID 1 (unless
-/// `TOTE_INIT=0`) as the child of a minimal init.
+/// Starts the chosen program of the extracted bundle at `bundle` with our argv.
 pub fn start(
     args: &Args,
     run: &RunTable,
     bundle: &Path,
 ) -> Result<core::convert::Infallible, Fail> {
-    let rel = choose(args, run)?;
+    let rel = choose(args, run)?.path;
     let exe = bundle
         .joined(rel)
         .map_err(|e| Fail::new(Failure::Exec, "program path too long", rel, Some(e)))?;
-    let env = Environment::new(args, run, bundle)?;
-    out::debug(&[b"exec ", exe.bytes()]);
+    let env = Environment::new(args, run, Some(bundle))?;
+    launch(args, &Executable::Path(exe.cstr()), args.argv, env.envp)
+}
+
+/// What to execute: a file by its path, or an in-memory file by its open descriptor.
+pub enum Executable<'a> {
+    Path(&'a CStr),
+    Memory(i32),
+}
+
+impl Executable<'_> {
+    /// # Safety
+    /// `argv` and `envp` must be NULL-terminated arrays of pointers to NUL-terminated strings.
+    pub unsafe fn exec(&self, argv: *const *const u8, envp: *const *const u8) -> Errno {
+        match self {
+            // SAFETY: forwarded from the caller.
+            Executable::Path(p) => unsafe { sys::execve(p, argv, envp) },
+            // SAFETY: forwarded from the caller.
+            Executable::Memory(fd) => unsafe { sys::execveat(*fd, argv, envp) },
+        }
+    }
+
+    /// How messages name it.
+    pub fn name(&self) -> &[u8] {
+        match self {
+            Executable::Path(p) => p.to_bytes(),
+            Executable::Memory(_) => b"(in memory)",
+        }
+    }
+}
+
+/// Executes `exe` in place; as PID 1 (unless `TOTE_INIT=0`) as the child of a minimal init.
+pub fn launch(
+    args: &Args,
+    exe: &Executable,
+    argv: *const *const u8,
+    envp: *const *const u8,
+) -> Result<core::convert::Infallible, Fail> {
+    out::debug(&[b"exec ", exe.name()]);
     if sys::getpid() == 1 && args.env(b"TOTE_INIT") != Some(b"0") {
-        // SAFETY: argv comes from the kernel, envp from the kernel or `Environment`: both
-        // NULL-terminated arrays of C strings that outlive the call.
-        unsafe { init::supervise(exe.cstr(), args.argv, env.envp) }?;
+        // SAFETY: argv comes from the kernel or is built like envp, which comes from the
+        // kernel or `Environment`: NULL-terminated arrays of C strings that outlive the call.
+        unsafe { init::supervise(exe, argv, envp) }?;
     }
     // SAFETY: as above.
-    let e = unsafe { sys::execve(exe.cstr(), args.argv, env.envp) };
+    let e = unsafe { exe.exec(argv, envp) };
     Err(Fail::new(
         Failure::Exec,
         "cannot execute",
-        exe.bytes(),
+        exe.name(),
         Some(e),
     ))
 }
 
 /// Picks the program to start: the only one, or the one named like the file we were
 /// invoked as (a link named `git` starts git).
-fn choose<'a>(args: &Args, run: &RunTable<'a>) -> Result<&'a [u8], Fail> {
+pub fn choose<'a>(args: &Args, run: &RunTable<'a>) -> Result<Program<'a>, Fail> {
     let arg0 = args.arg0();
     let invoked = arg0.rsplit(|b| *b == b'/').next().unwrap_or(arg0);
     let mut programs = run.programs();
     if let (Some(only), None) = (programs.next(), programs.next()) {
-        return Ok(only.path);
+        return Ok(only);
     }
     if let Some(p) = run.programs().find(|p| p.name == invoked) {
-        return Ok(p.path);
+        return Ok(p);
     }
     let mut names = out::Line::new();
     names.push(invoked);
@@ -102,13 +140,21 @@ fn choose<'a>(args: &Args, run: &RunTable<'a>) -> Result<&'a [u8], Fail> {
 
 /// The environment the program gets: the caller's own array when nothing is added, else a
 /// new array in anonymous memory that lives until exec.
-struct Environment {
-    envp: *const *const u8,
+pub struct Environment {
+    pub envp: *const *const u8,
 }
 
 impl Environment {
-    fn new(args: &Args, run: &RunTable, bundle: &Path) -> Result<Environment, Fail> {
-        let missing = || run.vars().filter(|v| args.env(v.name).is_none());
+    /// The caller's environment plus each run-table variable it lacks, with `ROOT_TOKEN` as
+    /// `bundle`. Without a bundle dir (in memory) the variables naming one are left out.
+    pub fn new(args: &Args, run: &RunTable, bundle: Option<&Path>) -> Result<Environment, Fail> {
+        let names_dir = |v: &Var| v.value.windows(ROOT_TOKEN.len()).any(|w| w == ROOT_TOKEN);
+        let missing = || {
+            run.vars()
+                .filter(|v| args.env(v.name).is_none())
+                .filter(move |v| bundle.is_some() || !names_dir(v))
+        };
+        let root = bundle.map_or(&b""[..], |b| b.bytes());
         let added = missing().count();
         if added == 0 {
             return Ok(Environment { envp: args.envp });
@@ -133,7 +179,7 @@ impl Environment {
         }
         for (i, v) in missing().enumerate() {
             let slot = &mut text[i * PATH_MAX * 2..(i + 1) * PATH_MAX * 2];
-            let len = var_text(v.name, v.value, bundle.bytes(), slot).map_err(fail)?;
+            let len = var_text(v.name, v.value, root, slot).map_err(fail)?;
             out::debug(&[b"set ", &slot[..len]]);
             table[n] = slot.as_ptr();
             n += 1;

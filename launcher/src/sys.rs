@@ -10,8 +10,13 @@ use core::ffi::CStr;
 pub struct Errno(pub i32);
 
 pub const EINTR: Errno = Errno(4);
+pub const EACCES: Errno = Errno(13);
 pub const EEXIST: Errno = Errno(17);
+pub const ENOTDIR: Errno = Errno(20);
+pub const EISDIR: Errno = Errno(21);
+pub const EINVAL: Errno = Errno(22);
 pub const ENOTEMPTY: Errno = Errno(39);
+pub const ELOOP: Errno = Errno(40);
 
 pub type Result<T> = core::result::Result<T, Errno>;
 
@@ -25,6 +30,7 @@ pub const O_NOFOLLOW: usize = 0o400000;
 pub const O_CLOEXEC: usize = 0o2000000;
 pub const AT_REMOVEDIR: usize = 0x200;
 pub const LOCK_EX: usize = 2;
+pub const LOCK_NB: usize = 4;
 
 fn check(ret: isize) -> Result<usize> {
     if (-4095..0).contains(&ret) {
@@ -160,38 +166,74 @@ pub struct Stat {
     pub mode: u32,
     pub uid: u32,
     pub size: u64,
+    /// The number of hard links: 0 once a dir has been removed.
+    pub nlink: u32,
 }
 
 pub const S_IFMT: u32 = 0o170000;
 pub const S_IFDIR: u32 = 0o040000;
 
-/// statx of `p` relative to `dir` with `flags`, reading type, mode, owner and size.
+/// statx of `p` relative to `dir` with `flags`, reading type, mode, links, owner and size.
 fn statx(dir: i32, p: &CStr, flags: usize) -> Result<Stat> {
-    const STATX_TYPE_MODE_UID_SIZE: usize = 0x1 | 0x2 | 0x8 | 0x200;
-    // struct statx is 256 bytes: stx_uid is the u32 at byte 20, stx_mode the u16 at byte 28,
-    // stx_size the u64 at byte 40.
+    const STATX_TYPE_MODE_NLINK_UID_SIZE: usize = 0x1 | 0x2 | 0x4 | 0x8 | 0x200;
+    // struct statx is 256 bytes: stx_nlink is the u32 at byte 16, stx_uid the u32 at byte 20,
+    // stx_mode the u16 at byte 28, stx_size the u64 at byte 40.
     let mut b = [0u8; 256];
     let a = [
         dir as usize,
         path(p),
         flags,
-        STATX_TYPE_MODE_UID_SIZE,
+        STATX_TYPE_MODE_NLINK_UID_SIZE,
         b.as_mut_ptr() as usize,
         0,
     ];
     // SAFETY: `p` is NUL-terminated; `b` is the size of struct statx; both outlive the call.
     check(unsafe { syscall(arch::SYS_STATX, a) })?;
     Ok(Stat {
+        nlink: u32::from_le_bytes([b[16], b[17], b[18], b[19]]),
         uid: u32::from_le_bytes([b[20], b[21], b[22], b[23]]),
         mode: u16::from_le_bytes([b[28], b[29]]) as u32,
         size: u64::from_le_bytes([b[40], b[41], b[42], b[43], b[44], b[45], b[46], b[47]]),
     })
 }
 
-/// The size of the file open at `fd`.
-pub fn file_size(fd: i32) -> Result<u64> {
-    const AT_EMPTY_PATH: usize = 0x1000;
-    statx(fd, c"", AT_EMPTY_PATH).map(|st| st.size)
+const AT_EMPTY_PATH: usize = 0x1000;
+
+/// The status of the file open at `fd`.
+pub fn fstat(fd: i32) -> Result<Stat> {
+    statx(fd, c"", AT_EMPTY_PATH)
+}
+
+/// What the launcher reads of a file system's status.
+pub struct FsStat {
+    pub read_only: bool,
+    pub noexec: bool,
+    /// Bytes an unprivileged user may still write.
+    pub available: u64,
+}
+
+/// The status of the file system holding the file open at `fd`.
+pub fn fstatfs(fd: i32) -> Result<FsStat> {
+    const ST_RDONLY: u64 = 1;
+    const ST_NOEXEC: u64 = 8;
+    // struct statfs is 120 bytes of 8-byte fields: f_bsize at byte 8, f_bavail at 32,
+    // f_flags at 80.
+    let mut b = [0u64; 15];
+    let a = [fd as usize, b.as_mut_ptr() as usize, 0, 0, 0, 0];
+    // SAFETY: `b` is the size of struct statfs and outlives the call.
+    check(unsafe { syscall(arch::SYS_FSTATFS, a) })?;
+    Ok(FsStat {
+        read_only: b[10] & ST_RDONLY != 0,
+        noexec: b[10] & ST_NOEXEC != 0,
+        available: b[4].saturating_mul(b[1]),
+    })
+}
+
+/// Creates an anonymous memory file named `name` (the name is only shown in /proc).
+pub fn memfd_create(name: &CStr, flags: usize) -> Result<i32> {
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    check(unsafe { syscall(arch::SYS_MEMFD_CREATE, [path(name), flags, 0, 0, 0, 0]) })
+        .map(|fd| fd as i32)
 }
 
 /// The status of `p` itself (a symlink is not followed).
@@ -279,6 +321,24 @@ pub unsafe fn execve(p: &CStr, argv: *const *const u8, envp: *const *const u8) -
             [path(p), argv as usize, envp as usize, 0, 0, 0],
         )
     };
+    Errno(-r as i32)
+}
+
+/// Replaces this process with the program open at `fd`; returns only on failure.
+///
+/// # Safety
+/// As for `execve`.
+pub unsafe fn execveat(fd: i32, argv: *const *const u8, envp: *const *const u8) -> Errno {
+    let a = [
+        fd as usize,
+        path(c""),
+        argv as usize,
+        envp as usize,
+        AT_EMPTY_PATH,
+        0,
+    ];
+    // SAFETY: guaranteed by the caller; the empty path is a static C string.
+    let r = unsafe { syscall(arch::SYS_EXECVEAT, a) };
     Errno(-r as i32)
 }
 

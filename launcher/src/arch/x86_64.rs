@@ -34,6 +34,7 @@ pub const SYS_KILL: usize = 62;
 pub const SYS_FLOCK: usize = 73;
 pub const SYS_GETEUID: usize = 107;
 pub const SYS_RT_SIGTIMEDWAIT: usize = 128;
+pub const SYS_FSTATFS: usize = 138;
 pub const SYS_GETDENTS64: usize = 217;
 pub const SYS_EXIT_GROUP: usize = 231;
 pub const SYS_OPENAT: usize = 257;
@@ -42,6 +43,8 @@ pub const SYS_UNLINKAT: usize = 263;
 pub const SYS_RENAMEAT: usize = 264;
 pub const SYS_SYMLINKAT: usize = 266;
 pub const SYS_FACCESSAT: usize = 269;
+pub const SYS_MEMFD_CREATE: usize = 319;
+pub const SYS_EXECVEAT: usize = 322;
 pub const SYS_STATX: usize = 332;
 
 /// Makes system call `nr` with up to six arguments and returns the kernel's raw result: a
