@@ -16,6 +16,8 @@ use crate::payload::{self, Trailer, BUNDLE_NAME_LEN, MARKER};
 use crate::sys::{self, Errno, AT_FDCWD, EEXIST, O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, O_RDONLY};
 
 /// Where this start runs the bundle from.
+// The paths are held by value (no allocator to box them); one Placement is made per start.
+#[allow(clippy::large_enum_variant)]
 pub enum Placement {
     /// The bundle is complete in this dir: run it as it is.
     Cached(Path),
