@@ -11,6 +11,8 @@ mod inspect;
 #[allow(dead_code)]
 #[path = "../launcher/src/payload.rs"]
 mod payload;
+#[cfg(test)]
+mod payload_fuzz;
 mod plan;
 mod recipes;
 mod rewrite;

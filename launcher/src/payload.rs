@@ -152,7 +152,8 @@ impl Trailer {
         let end = [t.data_len, t.index_len, t.run_len]
             .iter()
             .try_fold(t.data_offset, |acc, len| acc.checked_add(*len));
-        if end != file_len.checked_sub(TRAILER_LEN as u64) || t.codec != CODEC_XZ {
+        let fits = end.is_some() && end == file_len.checked_sub(TRAILER_LEN as u64);
+        if !fits || t.codec != CODEC_XZ {
             return Err(FormatError::Malformed);
         }
         Ok(t)
@@ -617,6 +618,22 @@ mod tests {
             Trailer::decode(&[0; TRAILER_LEN], FILE_LEN),
             Err(FormatError::NoPayload)
         );
+    }
+
+    #[test]
+    fn trailer_refuses_regions_past_u64_in_a_file_shorter_than_a_trailer() {
+        let t = Trailer {
+            data_offset: u64::MAX,
+            data_len: 2,
+            ..trailer()
+        };
+        for file_len in [0, 1, TRAILER_LEN as u64 - 1] {
+            assert_eq!(
+                Trailer::decode(&t.encode(), file_len),
+                Err(FormatError::Malformed),
+                "file of {file_len} bytes"
+            );
+        }
     }
 
     #[test]
