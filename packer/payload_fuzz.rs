@@ -8,8 +8,8 @@
 //! the run (default random). The seed is printed first, so a failing run can be replayed.
 
 use crate::payload::{
-    checksum, safe_path, Entry, Index, Patch, Program, RunTable, Sink, Trailer, Var, CODEC_XZ,
-    KEY_LEN, KIND_DIR, KIND_FILE, KIND_SYMLINK, TRAILER_LEN,
+    checksum, safe_path, Entry, Index, Patch, Paths, Program, RunTable, Sink, Trailer, Var,
+    CODEC_XZ, KEY_LEN, KIND_DIR, KIND_FILE, KIND_SYMLINK, TRAILER_LEN,
 };
 use fastrand::Rng;
 use std::cell::{Cell, RefCell};
@@ -58,14 +58,25 @@ impl Sink for Buf {
 
 /// The valid encodings every input starts from. A new field of the format is added here.
 fn seeds() -> Vec<Input> {
+    let mut libs = Buf(Vec::new());
+    Paths::encode(
+        &[b"lib/libjq.so.1", b"lib/libonig.so.5", b"lib/libc.so.6"],
+        &mut libs,
+    );
+    let mut none = Buf(Vec::new());
+    Paths::encode(&[], &mut none);
     let programs = [
         Program {
             name: b"jq",
             path: b"usr/bin/jq",
+            interpreter: b"lib64/ld-linux-x86-64.so.2",
+            libraries: Paths::new(&libs.0).expect("a valid library list"),
         },
         Program {
             name: b"sh",
             path: b"bin/sh",
+            interpreter: b"",
+            libraries: Paths::new(&none.0).expect("a valid library list"),
         },
     ];
     let vars = [Var {
@@ -288,11 +299,16 @@ fn check_run_table(b: &[u8]) -> Result<bool, &'static str> {
     };
     let programs: Vec<Program> = run.programs().collect();
     let vars: Vec<Var> = run.vars().collect();
+    let safe = |p: &Program| {
+        safe_path(p.name).is_ok()
+            && safe_path(p.path).is_ok()
+            && (p.interpreter.is_empty() || safe_path(p.interpreter).is_ok())
+            && p.libraries.iter().all(|l| safe_path(l).is_ok())
+            && p.libraries.iter().count() == p.libraries.len()
+    };
     ensure(
-        programs
-            .iter()
-            .all(|p| safe_path(p.name).is_ok() && safe_path(p.path).is_ok()),
-        "run table program name or path is not a safe path",
+        programs.iter().all(safe),
+        "run table program name, path, interpreter or library is not a safe path",
     )?;
     let mut again = Buf(Vec::new());
     RunTable::encode(&programs, &vars, &mut again);
