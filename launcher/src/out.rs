@@ -15,7 +15,7 @@ pub enum Failure {
     OwnFile = 112,
     /// The payload is missing, damaged or of another format version.
     Payload = 113,
-    /// No cache dir can be used or created.
+    /// The chosen cache root cannot be used, or no temporary dir can be made in a root.
     CacheDir = 114,
     /// Writing the extracted bundle failed.
     Extract = 115,
