@@ -1,7 +1,8 @@
 //! The cache a packed program extracts into: a second start reuses it without decompressing,
 //! a rebuilt program packed to the same path never runs the old copy, concurrent cold starts
 //! all succeed, and the cache root is chosen as documented (`$TOTE_CACHE_DIR`, else
-//! `$HOME/.cache/tote`, else `/tmp/tote-<euid>`). Host runs use a private cache root.
+//! `$XDG_CACHE_HOME/tote`, `$HOME/.cache/tote`, then `tote-<euid>` in `$TMPDIR` or `/tmp`),
+//! by no variable at all under AT_SECURE. Host runs use a private cache root.
 
 mod common;
 
@@ -213,4 +214,81 @@ fn without_a_usable_home_the_cache_root_is_in_tmp() {
         &contained_exe("tmp-fallback", &options),
         Path::new("/tmp/tote-1000"),
     );
+}
+
+#[test]
+fn xdg_cache_home_comes_before_home() {
+    let (xdg, home) = (common::temp_dir(), common::temp_dir());
+    let env = [
+        ("XDG_CACHE_HOME", common::utf8(xdg.path())),
+        ("HOME", common::utf8(home.path())),
+    ];
+    let root = xdg.path().canonicalize().expect("the dir exists");
+    assert_under(&host_exe(&env), &root.join("tote"));
+}
+
+#[test]
+fn tmpdir_comes_before_tmp_when_home_is_unusable() {
+    let tmpdir = common::temp_dir();
+    let env = [("HOME", "/proc"), ("TMPDIR", common::utf8(tmpdir.path()))];
+    let root = tmpdir.path().canonicalize().expect("the dir exists");
+    let euid = nix::unistd::geteuid();
+    assert_under(&host_exe(&env), &root.join(format!("tote-{euid}")));
+}
+
+/// A setuid start (AT_SECURE): no variable may choose where the bundle goes, nor turn on the
+/// trace. The packed file is made setuid to uid 1000 and started by root, so the launcher
+/// runs with euid 1000 and its only roots are `tote-1000` in `/tmp`, `/var/tmp`, `/dev/shm`.
+#[test]
+fn under_at_secure_no_variable_chooses_a_path() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test starts a setuid file and must run as root");
+    }
+    let dir = common::temp_dir();
+    let file = dir.path().join("self_exe");
+    std::fs::copy(packed("self_exe"), &file).expect("cannot copy the packed file");
+    let uid = nix::unistd::Uid::from_raw(1000);
+    nix::unistd::chown(&file, Some(uid), None).expect("cannot chown the packed file");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o4755))
+        .expect("cannot make the packed file setuid");
+    common::set_mode(dir.path(), 0o755);
+    let chosen: Vec<tempfile::TempDir> = (0..4).map(|_| common::temp_dir()).collect();
+    let names = ["TOTE_CACHE_DIR", "XDG_CACHE_HOME", "HOME", "TMPDIR"];
+    let mut env: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&chosen)
+        .map(|(name, d)| (*name, common::utf8(d.path())))
+        .collect();
+    env.push(("TOTE_DEBUG", "1"));
+    let run = capture(&mut host_command(&file, &["self_exe"], &env), b"");
+    let exe = exe_of(&run);
+
+    let mut failures = Failures::new();
+    failures.check(
+        "the bundle is under a temporary dir's tote-1000",
+        [
+            "/tmp/tote-1000/",
+            "/var/tmp/tote-1000/",
+            "/dev/shm/tote-1000/",
+        ]
+        .iter()
+        .any(|root| exe.starts_with(root)),
+        || run.describe(),
+    );
+    failures.check("no trace", run.stderr.is_empty(), || run.describe());
+    for (name, d) in names.iter().zip(&chosen) {
+        let used = std::fs::read_dir(d.path()).map_or(0, |entries| entries.count());
+        failures.check(&format!("{name} left unused"), used == 0, || {
+            format!("{:?} holds {used} entries", d.path())
+        });
+    }
+    if let Some(bundle) = exe.ancestors().find(|a| {
+        a.parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "tote-1000")
+    }) {
+        let _ = std::fs::remove_dir_all(bundle);
+    }
+    failures.finish();
 }

@@ -1,6 +1,7 @@
 //! A packed program started where /proc is not mounted: in a chroot holding only the packed
 //! file and an empty cache root. The launcher must find its own file without
-//! /proc/self/exe (from the kernel's AT_EXECFN) and run the program as natively.
+//! /proc/self/exe (from the kernel's AT_EXECFN) and run the program as natively; running from
+//! memory, which needs /proc, fails with a clear error.
 
 mod common;
 
@@ -64,4 +65,29 @@ fn assert_at_execfn_traced(run: &Run, pid: u32) {
         "no {tag:?} line mentions AT_EXECFN:\n{}",
         run.stderr_text()
     );
+}
+
+/// Running from memory hands the loader `/proc/self/fd/N` paths: without /proc that cannot
+/// work, and the launcher says so instead of letting the loader fail obscurely.
+#[test]
+fn without_proc_memory_mode_is_a_clear_error() {
+    let root = common::temp_dir();
+    std::fs::copy(common::tote::packed("args_env"), root.path().join("prog"))
+        .expect("cannot copy the packed file");
+    let mut chrooted = Command::new(chroot_binary());
+    chrooted
+        .arg0("chroot")
+        .arg(root.path())
+        .arg("/prog")
+        .env_clear()
+        .env("TOTE_MODE", "memory");
+    let run = capture(&mut chrooted, b"");
+    assert_eq!(
+        run.stderr_text(),
+        "tote: running from memory needs /proc: /proc/self/fd: ENOENT\n",
+        "{}",
+        run.describe()
+    );
+    assert_eq!(run.status, common::outcome::Status::Code(119));
+    assert!(run.stdout.is_empty(), "{}", run.describe());
 }
