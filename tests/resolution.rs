@@ -8,6 +8,7 @@ mod common;
 use common::fixtures::{cc, source};
 use common::outcome::{capture, Failures, Run, Status};
 use common::podman::Image;
+use common::tote::inspect;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,12 +94,6 @@ fn pack(program: &Path, extra: &[&str], output: &Path) {
         "packing {program:?} failed:\n{}",
         run.describe()
     );
-}
-
-fn inspect(packed: &Path) -> String {
-    let run = capture(common::tote::tote().arg("inspect").arg(packed), b"");
-    assert!(run.success(), "{}", run.describe());
-    run.stdout_text()
 }
 
 /// The packed file alone in a scratch container, run as `/program ARGS`.

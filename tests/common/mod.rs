@@ -1,6 +1,6 @@
 //! What the end-to-end tests share: building the C fixtures, running `tote`, making
-//! scratch images and running containers, and comparing runs. Every test binary compiles this
-//! module and uses only part of it, hence the `dead_code` allowance.
+//! scratch images and running containers, comparing runs, and seeding randomized tests. Every
+//! test binary compiles this module and uses only part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 pub mod fixtures;
@@ -66,4 +66,17 @@ pub fn write_file(path: &Path, contents: impl AsRef<[u8]>) {
         make_dir(parent);
     }
     fs::write(path, contents).unwrap_or_else(|e| panic!("cannot write {path:?}: {e}"));
+}
+
+/// A random number generator for a randomized test: seeded from `TOTE_TEST_SEED` when set,
+/// else at random. The seed is printed first, so that a failing run can be repeated.
+pub fn seeded_rng() -> fastrand::Rng {
+    let seed = match std::env::var("TOTE_TEST_SEED") {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|e| panic!("TOTE_TEST_SEED={text:?} is not a u64: {e}")),
+        Err(_) => fastrand::u64(..),
+    };
+    println!("seed {seed} (TOTE_TEST_SEED={seed} repeats this run)");
+    fastrand::Rng::with_seed(seed)
 }

@@ -2,7 +2,7 @@
 //! a `Command` with a deadline, and comparisons that explain a mismatch with a line diff.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
@@ -71,12 +71,24 @@ impl Run {
 /// Runs `command` with `stdin` as its input and captures the run; returns the pid too.
 /// Panics when the command cannot start or outlives the deadline.
 pub fn capture_with_pid(command: &mut Command, stdin: &[u8]) -> (u32, Run) {
+    match try_capture_with_pid(command, stdin) {
+        Ok(started) => started,
+        Err(e) => panic!("cannot start {command:?}: {e}"),
+    }
+}
+
+/// Runs `command` with `stdin` as its input and captures the run, or returns why it could
+/// not start (the kernel refusing the file, say). Panics when it outlives the deadline.
+pub fn try_capture(command: &mut Command, stdin: &[u8]) -> io::Result<Run> {
+    try_capture_with_pid(command, stdin).map(|(_, run)| run)
+}
+
+fn try_capture_with_pid(command: &mut Command, stdin: &[u8]) -> io::Result<(u32, Run)> {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        .spawn()?;
     let pid = child.id();
     let writer = feed(&mut child, stdin);
     let stdout = drain(child.stdout.take());
@@ -85,14 +97,14 @@ pub fn capture_with_pid(command: &mut Command, stdin: &[u8]) -> (u32, Run) {
     writer.join().expect("stdin writer panicked");
     let stdout = stdout.join().expect("stdout reader panicked");
     let stderr = stderr.join().expect("stderr reader panicked");
-    (
+    Ok((
         pid,
         Run {
             stdout,
             stderr,
             status: status.into(),
         },
-    )
+    ))
 }
 
 /// Runs `command` with `stdin` as its input and captures the run.

@@ -1,4 +1,4 @@
-//! Runs the `tote` binary under test: packing a program, writing the bare launcher stub, and
+//! Runs the `tote` binary under test: packing, inspecting, writing the bare launcher stub, and
 //! the packed fixtures a test binary shares (packed once, into the work dir).
 
 use super::outcome::{capture, Run};
@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// A command running the `tote` binary built by Cargo.
 pub fn tote() -> Command {
@@ -36,6 +36,42 @@ pub fn pack_ok(program: impl AsRef<OsStr>, output: &Path) {
         mode & 0o111 != 0,
         "{output:?} is not executable (mode {mode:o})"
     );
+}
+
+/// `tote inspect FILE`'s report; panics unless it worked.
+pub fn inspect(file: &Path) -> String {
+    let run = capture(tote().arg("inspect").arg(file), b"");
+    assert!(
+        run.success(),
+        "tote inspect {file:?} failed:\n{}",
+        run.describe()
+    );
+    run.stdout_text()
+}
+
+/// The name of the dir the tote file `file` extracts into under a cache root, from the
+/// `cache dir name` line of `tote inspect`.
+pub fn bundle_name(file: &Path) -> String {
+    let report = inspect(file);
+    let name = report
+        .lines()
+        .find_map(|line| line.strip_prefix("cache dir name "))
+        .unwrap_or_else(|| panic!("tote inspect {file:?} names no cache dir:\n{report}"));
+    name.to_owned()
+}
+
+/// The size of the launcher stub, which is where the payload of every tote file starts.
+/// The stub is written once per test binary, at `<work dir>/stub`.
+pub fn stub_len() -> u64 {
+    static LEN: OnceLock<u64> = OnceLock::new();
+    *LEN.get_or_init(|| {
+        let stub = super::work_dir().join("stub");
+        let run = capture(tote().arg("stub").arg("-o").arg(&stub), b"");
+        assert!(run.success(), "tote stub failed:\n{}", run.describe());
+        std::fs::metadata(&stub)
+            .unwrap_or_else(|e| panic!("tote stub wrote no {stub:?}: {e}"))
+            .len()
+    })
 }
 
 /// `program` packed once per test binary, at `<work dir>/packed/<name>`.
