@@ -14,7 +14,7 @@ pub fn report(file: &Path) -> Result<String> {
     let t = bytes.trailer;
     let run = RunTable::decode(&bytes.run)
         .map_err(|e| anyhow::anyhow!("{name}: damaged run table ({e:?})"))?;
-    let index = Index::decode(&bytes.index, t.raw_len)
+    let index = Index::decode(&bytes.index, &t)
         .map_err(|e| anyhow::anyhow!("{name}: damaged index ({e:?})"))?;
     let mut out = String::new();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -51,9 +51,10 @@ pub fn report(file: &Path) -> Result<String> {
     writeln!(out, "cache dir name {}", text(&bundle))?;
     writeln!(
         out,
-        "{files} files, {others} dirs and links, {} bytes raw, {} bytes compressed, format version {}",
+        "{files} files, {others} dirs and links, {} bytes raw, {} bytes compressed in {} streams, format version {}",
         t.raw_len,
         t.data_len,
+        index.streams().count(),
         payload::VERSION
     )?;
     Ok(out)

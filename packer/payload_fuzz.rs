@@ -8,7 +8,7 @@
 //! the run (default random). The seed is printed first, so a failing run can be replayed.
 
 use crate::payload::{
-    checksum, safe_path, Entry, Index, Patch, Paths, Program, RunTable, Sink, Trailer, Var,
+    checksum, safe_path, Entry, Index, Patch, Paths, Program, RunTable, Sink, Stream, Trailer, Var,
     CODEC_XZ, KEY_LEN, KIND_DIR, KIND_FILE, KIND_SYMLINK, TRAILER_LEN,
 };
 use fastrand::Rng;
@@ -100,8 +100,9 @@ fn seeds() -> Vec<Input> {
         seeds.push(run_table(&programs[..n], &[]));
     }
     for n in 0..=entries.len() {
-        seeds.push(index(&entries[..n]));
+        seeds.push(index(&entries[..n], 1));
     }
+    seeds.push(index(&entries, 2));
     for lens in [
         [4096, 1000, 200, 60],
         [0, 0, 0, 0],
@@ -122,9 +123,39 @@ fn run_table(programs: &[Program], vars: &[Var]) -> Input {
     }
 }
 
-fn index(entries: &[(Entry, &[Patch])]) -> Input {
+/// The compressed length of every index seed's streams together (zero without files).
+const INDEX_DATA_LEN: u64 = 10;
+
+/// An index of `entries` whose files are split in `split` streams (one per file, the last
+/// taking the rest) sharing `INDEX_DATA_LEN` compressed bytes.
+fn index(entries: &[(Entry, &[Patch])], split: usize) -> Input {
+    let sizes: Vec<u64> = entries
+        .iter()
+        .filter(|(e, _)| e.kind == KIND_FILE)
+        .map(|(e, _)| e.size)
+        .collect();
+    let mut streams = Vec::new();
+    let count = split.min(sizes.len());
+    for i in 0..count {
+        let files = if i + 1 == count {
+            &sizes[i..]
+        } else {
+            &sizes[i..=i]
+        };
+        let data_len = if i + 1 == count {
+            INDEX_DATA_LEN - i as u64
+        } else {
+            1
+        };
+        streams.push(Stream {
+            data_len,
+            raw_len: files.iter().sum(),
+            dict_size: 1 << 20,
+            files: files.len() as u32,
+        });
+    }
     let mut out = Buf(Vec::new());
-    Index::encode_count(entries.len() as u32, &mut out);
+    Index::encode_header(entries.len() as u32, &streams, &mut out);
     for (e, patches) in entries {
         e.encode(patches, &mut out);
     }
@@ -136,8 +167,8 @@ fn index(entries: &[(Entry, &[Patch])]) -> Input {
 }
 
 /// A trailer whose data, index and run table have the given offset and lengths.
-fn trailer([data_offset, data_len, index_len, run_len]: [u64; 4]) -> Input {
-    let t = Trailer {
+fn trailer_fields([data_offset, data_len, index_len, run_len]: [u64; 4]) -> Trailer {
+    Trailer {
         codec: CODEC_XZ,
         data_offset,
         data_len,
@@ -148,7 +179,12 @@ fn trailer([data_offset, data_len, index_len, run_len]: [u64; 4]) -> Input {
         payload_checksum: 7,
         run_checksum: 9,
         key: [3; KEY_LEN],
-    };
+    }
+}
+
+/// The encoded trailer of `trailer_fields`.
+fn trailer(lens: [u64; 4]) -> Input {
+    let t = trailer_fields(lens);
     Input {
         parser: Parser::Trailer,
         bytes: t.encode().to_vec(),
@@ -323,12 +359,22 @@ fn check_run_table(b: &[u8]) -> Result<bool, &'static str> {
 /// add up to `raw_len`; the entries and patches its iterators yield encode back to exactly
 /// its bytes.
 fn check_index(b: &[u8], raw_len: u64) -> Result<bool, &'static str> {
-    let Ok(index) = Index::decode(b, raw_len) else {
+    let totals = |data_len| Trailer {
+        data_len,
+        raw_len,
+        dict_size: 1 << 20,
+        ..trailer_fields([0, 0, 0, 0])
+    };
+    let decoded = [0, INDEX_DATA_LEN]
+        .into_iter()
+        .find_map(|d| Index::decode(b, &totals(d)).ok());
+    let Some(index) = decoded else {
         return Ok(false);
     };
     let entries: Vec<Entry> = index.entries().collect();
+    let streams: Vec<Stream> = index.streams().map(|p| p.stream).collect();
     let mut again = Buf(Vec::new());
-    Index::encode_count(entries.len() as u32, &mut again);
+    Index::encode_header(entries.len() as u32, &streams, &mut again);
     let mut total = 0u128;
     for e in &entries {
         let patches: Vec<Patch> = e.patches().collect();

@@ -292,3 +292,50 @@ fn under_at_secure_no_variable_chooses_a_path() {
     }
     failures.finish();
 }
+
+/// A payload larger than one stream is split into streams that are decoded at the same time,
+/// each by a process of its own: every file must come out whole, whichever stream held it.
+#[test]
+fn a_payload_of_several_streams_extracts_every_file_whole() {
+    let dir = common::temp_dir();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut adds = Vec::new();
+    for n in 0..4 {
+        let data: Vec<u8> = (0..3 << 20).map(|_| rng.u8(..)).collect();
+        let path = dir.path().join(format!("data{n}.bin"));
+        common::write_file(&path, &data);
+        adds.push(path);
+    }
+    let packed = dir.path().join("big");
+    let mut pack = common::tote::tote();
+    pack.arg("pack")
+        .arg(common::fixtures::program("args_env"))
+        .args(["--level", "0", "-o"])
+        .arg(&packed);
+    for a in &adds {
+        pack.arg("--add").arg(a);
+    }
+    let run = capture(&mut pack, b"");
+    assert!(run.success(), "{}", run.describe());
+    let report = capture(common::tote::tote().arg("inspect").arg(&packed), b"");
+    assert!(
+        report.stdout_text().contains("in 4 streams"),
+        "{}",
+        report.describe()
+    );
+
+    let cache = common::temp_dir();
+    let env = cache_env(cache.path(), &[]);
+    let started = capture(&mut host_command(&packed, &["args_env"], &env), b"");
+    assert!(started.success(), "{}", started.describe());
+    let bundle = std::fs::read_dir(cache.path())
+        .expect("the cache root exists")
+        .map(|e| e.expect("a cache entry").path())
+        .find(|p| p.is_dir())
+        .expect("a bundle dir");
+    for a in &adds {
+        let extracted = bundle.join(a.strip_prefix("/").expect("an absolute path"));
+        let same = std::fs::read(&extracted).ok() == std::fs::read(a).ok();
+        assert!(same, "{extracted:?} differs from {a:?}");
+    }
+}

@@ -1,47 +1,80 @@
-//! The payload's data on a cold start: the own file mapped, its checksum verified before
-//! anything is decoded, the index read, and the compressed files as one stream that hands out
-//! each file's bytes in index order.
+//! The payload's data on a cold start: its checksum verified before anything is decoded, the
+//! index read, and each compressed stream decoded into the bytes of its files, in index order.
+//! The compressed bytes are read in small pieces rather than mapped, so a start holds in memory
+//! little more than the dictionary.
 
 use crate::out::{Fail, Failure};
-use crate::payload::{self, Index, Trailer};
+use crate::payload::{self, Index, Placed, Trailer};
 use crate::program::OwnFile;
 use crate::sys::{self, Errno};
 use xz4rust::XzDecoder;
 
-/// What the stream fails with when the compressed data does not decode.
+/// What the decoder fails with when the compressed data does not decode.
 pub const EBADMSG: Errno = Errno(74);
-const OUT_BUF: usize = 1 << 20;
+/// The compressed bytes read at once.
+const IN_BUF: usize = 64 * 1024;
+/// The decoded bytes made at once, and so the largest write: larger writes make the kernel
+/// cache the files in larger pieces, which the program then maps whole (a bigger RSS).
+const OUT_BUF: usize = 16 * 1024;
 
-/// The own file mapped, with its payload verified.
+/// The own file with its payload verified.
 pub struct Payload {
+    fd: i32,
+    /// The whole file mapped read-only; only the index is read through it.
     map: Mapping,
     t: Trailer,
 }
 
 impl Payload {
-    /// Maps the file open at `own` and verifies the payload's checksum; decodes nothing yet.
+    /// Verifies the payload's checksum, reading the file in pieces, and maps the file for its
+    /// index; decodes nothing yet.
     pub fn open(own: &OwnFile, t: &Trailer) -> Result<Payload, Fail> {
-        let map = Mapping::new(own.len as usize, Some(own.fd))
-            .map_err(|e| Fail::new(Failure::OwnFile, "cannot map own file", own.name, Some(e)))?;
-        let whole = &map.bytes()[t.data_offset as usize..t.end() as usize];
-        if payload::checksum(whole) != t.payload_checksum {
+        let read_fail = |e| Fail::new(Failure::OwnFile, "cannot read own file", own.name, Some(e));
+        if checksum_of(own.fd, t.data_offset, t.end()).map_err(read_fail)? != t.payload_checksum {
             return Err(damaged("damaged payload (checksum)", own));
         }
-        Ok(Payload { map, t: *t })
+        let map = Mapping::new(own.len as usize, Some(own.fd))
+            .map_err(|e| Fail::new(Failure::OwnFile, "cannot map own file", own.name, Some(e)))?;
+        Ok(Payload {
+            fd: own.fd,
+            map,
+            t: *t,
+        })
     }
 
     pub fn index(&self, own: &OwnFile) -> Result<Index<'_>, Fail> {
         let t = &self.t;
         let bytes = &self.map.bytes()[t.index_offset() as usize..t.run_offset() as usize];
-        Index::decode(bytes, t.raw_len).map_err(|_| damaged("damaged payload (index)", own))
+        Index::decode(bytes, t).map_err(|_| damaged("damaged payload (index)", own))
     }
 
-    /// The stream of the files' bytes, in index order.
-    pub fn stream(&self) -> sys::Result<Stream<'_>> {
-        let t = &self.t;
-        let data = &self.map.bytes()[t.data_offset as usize..t.index_offset() as usize];
-        Stream::new(data, t.dict_size as usize)
+    /// The decoder of stream `s`.
+    pub fn decoder(&self, s: &Placed) -> sys::Result<Decoder> {
+        let start = self.t.data_offset + s.data_offset;
+        Decoder::new(
+            self.fd,
+            start,
+            start + s.stream.data_len,
+            s.stream.dict_size,
+        )
     }
+}
+
+/// The payload checksum of the file's bytes from `start` to `end`, read in pieces.
+fn checksum_of(fd: i32, start: u64, end: u64) -> sys::Result<u64> {
+    let mut buf = [0u8; IN_BUF];
+    let mut hasher = payload::Checksum::new();
+    let mut at = start;
+    while at < end {
+        let want = ((end - at) as usize).min(IN_BUF);
+        let got = sys::pread(fd, &mut buf[..want], at)?;
+        if got == 0 {
+            return Err(EBADMSG);
+        }
+        hasher.write(&buf[..got]);
+        at += got as u64;
+    }
+    Ok(hasher.finish())
 }
 
 pub fn damaged(what: &'static str, own: &OwnFile) -> Fail {
@@ -81,35 +114,63 @@ impl Drop for Mapping {
     }
 }
 
-/// The decompressed data as a stream that hands out each file's bytes in turn.
-pub struct Stream<'a> {
-    input: &'a [u8],
+/// One stream's decompressed bytes, handed out file by file.
+pub struct Decoder {
+    fd: i32,
+    /// The file offset of the next compressed byte to read, and of the stream's end.
+    next: u64,
+    end: u64,
+    input: Mapping,
+    /// Compressed bytes read but not yet decoded: input[in_start..in_end].
+    in_start: usize,
+    in_end: usize,
     decoder: XzDecoder<'static>,
     out: Mapping,
     /// Decoded bytes not yet written: out[start..end].
     start: usize,
-    end: usize,
+    out_end: usize,
     done: bool,
     _dict: Mapping,
 }
 
-impl<'a> Stream<'a> {
-    fn new(input: &'a [u8], dict_size: usize) -> sys::Result<Stream<'a>> {
-        let mut dict = Mapping::new(dict_size.max(xz4rust::DICT_SIZE_MIN), None)?;
-        // SAFETY: the dictionary mapping is owned by the Stream (`_dict`), declared after the
+impl Decoder {
+    fn new(fd: i32, next: u64, end: u64, dict_size: u32) -> sys::Result<Decoder> {
+        let mut dict = Mapping::new((dict_size as usize).max(xz4rust::DICT_SIZE_MIN), None)?;
+        // SAFETY: the dictionary mapping is owned by the Decoder (`_dict`), declared after the
         // decoder so it is unmapped only after the decoder is gone; the 'static lifetime never
-        // escapes the Stream.
+        // escapes the Decoder.
         let dict_slice: &'static mut [u8] =
             unsafe { core::slice::from_raw_parts_mut(dict.bytes_mut().as_mut_ptr(), dict.len) };
-        Ok(Stream {
-            input,
+        Ok(Decoder {
+            fd,
+            next,
+            end,
+            input: Mapping::new(IN_BUF, None)?,
+            in_start: 0,
+            in_end: 0,
             decoder: XzDecoder::with_fixed_size_dict(dict_slice),
             out: Mapping::new(OUT_BUF, None)?,
             start: 0,
-            end: 0,
+            out_end: 0,
             done: false,
             _dict: dict,
         })
+    }
+
+    /// Reads more compressed bytes when all read so far are decoded.
+    fn read_more(&mut self) -> sys::Result<()> {
+        if self.in_start < self.in_end || self.next >= self.end {
+            return Ok(());
+        }
+        let want = ((self.end - self.next) as usize).min(IN_BUF);
+        let got = sys::pread(self.fd, &mut self.input.bytes_mut()[..want], self.next)?;
+        if got == 0 {
+            return Err(EBADMSG);
+        }
+        self.next += got as u64;
+        self.in_start = 0;
+        self.in_end = got;
+        Ok(())
     }
 
     /// Decodes more output into the empty buffer.
@@ -117,28 +178,35 @@ impl<'a> Stream<'a> {
         if self.done {
             return Err(EBADMSG);
         }
-        let r = self
-            .decoder
-            .decode(self.input, self.out.bytes_mut())
-            .map_err(|_| EBADMSG)?;
-        self.input = &self.input[r.input_consumed()..];
-        self.done = r.is_end_of_stream();
-        self.start = 0;
-        self.end = r.output_produced();
-        if !r.made_progress() && !self.done {
-            return Err(EBADMSG);
+        loop {
+            self.read_more()?;
+            let input = &self.input.bytes()[self.in_start..self.in_end];
+            let r = self
+                .decoder
+                .decode(input, self.out.bytes_mut())
+                .map_err(|_| EBADMSG)?;
+            self.in_start += r.input_consumed();
+            self.done = r.is_end_of_stream();
+            self.start = 0;
+            self.out_end = r.output_produced();
+            if self.out_end > 0 || self.done {
+                return Ok(());
+            }
+            let starved = self.in_start == self.in_end && self.next >= self.end;
+            if !r.made_progress() || starved {
+                return Err(EBADMSG);
+            }
         }
-        Ok(())
     }
 
     /// Writes the next `size` decoded bytes to `fd`, or drops them when `fd` is None.
     pub fn copy_to(&mut self, fd: Option<i32>, mut size: u64) -> sys::Result<()> {
         while size > 0 {
-            if self.start == self.end {
+            if self.start == self.out_end {
                 self.refill()?;
                 continue;
             }
-            let n = ((self.end - self.start) as u64).min(size) as usize;
+            let n = ((self.out_end - self.start) as u64).min(size) as usize;
             if let Some(fd) = fd {
                 sys::write_all(fd, &self.out.bytes()[self.start..self.start + n])?;
             }
@@ -148,15 +216,16 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
-    /// Checks that the stream ends exactly here: no decoded byte is left over.
+    /// Checks that the stream ends exactly here: no decoded or compressed byte is left over.
     pub fn finish(&mut self) -> sys::Result<()> {
         while !self.done {
-            if self.start != self.end {
+            if self.start != self.out_end {
                 return Err(EBADMSG);
             }
             self.refill()?;
         }
-        if self.start != self.end || !self.input.is_empty() {
+        let left = self.in_start != self.in_end || self.next != self.end;
+        if self.start != self.out_end || left {
             return Err(EBADMSG);
         }
         Ok(())

@@ -1,14 +1,17 @@
 //! Cold start: turns the payload into a bundle dir under a cache root. Everything happens
 //! relative to the root's open dir and never follows a symlink: the entries are written into a
-//! temporary dir beside the final one, held by a lock, the patches are written, the completion
-//! marker last, and the dir is published with one rename. A process killed on the way leaves a
+//! temporary dir beside the final one, held by a lock, each compressed stream decoded by a
+//! process of its own, the patches written, the completion marker last, and the dir is
+//! published with one rename. A process killed on the way leaves a
 //! temporary dir whose lock is gone: the next cold start of the same bundle removes it.
 
 use crate::cache::{self, Root};
-use crate::data::{self, Payload, Stream, EBADMSG};
+use crate::data::{self, Decoder, Payload, EBADMSG};
 use crate::out::{self, Fail, Failure, Line};
 use crate::path::{cstr_in, Path, PATH_MAX};
-use crate::payload::{self, Entry, Patch, Trailer, KIND_DIR, KIND_FILE, MARKER};
+use crate::payload::{
+    self, Entry, Index, Patch, Placed, Trailer, KIND_DIR, KIND_SYMLINK, MARKER, MAX_STREAMS,
+};
 use crate::program::OwnFile;
 use crate::sys::{
     self, Errno, O_CLOEXEC, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_RDONLY, O_RDWR,
@@ -28,11 +31,7 @@ pub fn extract(own: &OwnFile, t: &Trailer, root: &Root, random: [u8; 16]) -> Res
     remove_abandoned(root);
     let tmp = Temporary::create(root, random)?;
     out::debug(&[b"decompressing into ", root.path.bytes(), b"/", tmp.name()]);
-    let written = payload
-        .stream()
-        .map_err(|e| Some(tmp.fail(e)))
-        .and_then(|mut stream| write_bundle(&tmp, root, index.entries(), &mut stream));
-    let result = written
+    let result = write_bundle(&tmp, root, &index, &payload)
         .map_err(|f| f.unwrap_or_else(|| data::damaged("damaged payload (compressed data)", own)))
         .and_then(|()| publish(&tmp, root));
     if !matches!(result, Ok(Publish::Moved)) {
@@ -48,22 +47,32 @@ struct Temporary {
 }
 
 impl Temporary {
-    /// Makes and locks a new temporary dir; a second name is tried when the first is taken
-    /// or was removed before it was locked.
+    /// Makes and locks a new temporary dir. Another name is tried when one is taken, or when
+    /// a cleaner removed the new dir before it was locked (a concurrent start may take it for
+    /// an abandoned one in that moment).
     fn create(root: &Root, random: [u8; 16]) -> Result<Temporary, Fail> {
+        const TRIES: u8 = 8;
         let mut last = sys::EEXIST;
-        for half in random.chunks(8) {
+        for attempt in 0..TRIES {
+            let mut suffix = [0u8; 8];
+            let half = (attempt as usize % 2) * 8;
+            suffix.copy_from_slice(&random[half..half + 8]);
+            suffix[0] ^= attempt / 2;
             let mut name = Line::new();
             name.push(&root.name);
             name.push(b".");
-            push_hex(&mut name, half);
+            push_hex(&mut name, &suffix);
             name.push(b".tmp\0");
             let made = CStr::from_bytes_until_nul(name.bytes())
                 .map_err(|_| ENAMETOOLONG)
                 .and_then(|c| make_locked(root, c));
             match made {
                 Ok(fd) => return Ok(Temporary { name, fd }),
-                Err(e) => last = e,
+                Err(e @ (sys::EEXIST | sys::ENOENT)) => last = e,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
             }
         }
         Err(Fail::new(
@@ -130,27 +139,35 @@ enum Publish {
     Lost,
 }
 
-/// Writes every entry, the patches, then the marker into the temporary dir. A failure is a
-/// write failure, or None when the compressed data is damaged.
-fn write_bundle<'a>(
+/// Writes every entry into the temporary dir: the dirs, then the files of all streams at
+/// once, then the symlinks, then the marker. A failure is a write failure, or None when the
+/// compressed data is damaged.
+fn write_bundle(
     tmp: &Temporary,
     root: &Root,
-    entries: impl Iterator<Item = Entry<'a>>,
-    stream: &mut Stream,
+    index: &Index,
+    payload: &Payload,
 ) -> Result<(), Option<Fail>> {
+    let entry_fail = |e: &Entry, err| match err {
+        EBADMSG => None,
+        err => Some(Fail::new(
+            Failure::Extract,
+            "cannot extract",
+            e.path,
+            Some(err),
+        )),
+    };
     let mut dirs = Dirs::new(tmp.fd);
-    for entry in entries {
-        write_entry(&mut dirs, &entry, stream, &root.bundle).map_err(|e| match e {
-            EBADMSG => None,
-            e => Some(Fail::new(
-                Failure::Extract,
-                "cannot extract",
-                entry.path,
-                Some(e),
-            )),
-        })?;
+    for e in index.entries().filter(|e| e.kind == KIND_DIR) {
+        make_entry(&mut dirs, &e).map_err(|err| entry_fail(&e, err))?;
     }
-    stream.finish().map_err(|_| None)?;
+    write_streams(tmp, root, index, payload).map_err(|err| match err {
+        EBADMSG => None,
+        err => Some(tmp.fail(err)),
+    })?;
+    for e in index.entries().filter(|e| e.kind == KIND_SYMLINK) {
+        make_entry(&mut dirs, &e).map_err(|err| entry_fail(&e, err))?;
+    }
     let mut name = [0u8; 32];
     let marker = cstr_in(MARKER.as_bytes(), &mut name).map_err(|e| Some(tmp.fail(e)))?;
     let flags = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC;
@@ -159,32 +176,124 @@ fn write_bundle<'a>(
     Ok(())
 }
 
-fn write_entry(dirs: &mut Dirs, e: &Entry, stream: &mut Stream, bundle: &Path) -> sys::Result<()> {
+/// Decodes every stream into its files: the first in this process, each other one in a child
+/// of its own, all at the same time. Returns the first failure.
+fn write_streams(
+    tmp: &Temporary,
+    root: &Root,
+    index: &Index,
+    payload: &Payload,
+) -> sys::Result<()> {
+    let mut children = [0u32; MAX_STREAMS as usize];
+    let mut started = 0;
+    let mut result = Ok(());
+    for s in index.streams().skip(1) {
+        match sys::fork() {
+            Ok(0) => sys::exit(child_stream(tmp, root, index, payload, &s)),
+            Ok(pid) => {
+                children[started] = pid;
+                started += 1;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        if let Some(first) = index.streams().next() {
+            result = write_stream(tmp.fd, index, payload, &first, &root.bundle);
+        }
+    }
+    for pid in &children[..started] {
+        if result.is_err() {
+            sys::kill(*pid, SIGKILL);
+        }
+        let status = sys::wait(*pid).unwrap_or(-1);
+        if result.is_ok() && status != 0 {
+            result = Err(child_failure(status));
+        }
+    }
+    result
+}
+
+const SIGKILL: i32 = 9;
+
+/// The work of a child decoding stream `s`; returns its exit code: 0, or the errno of the
+/// failure. The child dies with its parent, and drops its copy of the temporary dir's lock
+/// so that the lock ends with the parent.
+fn child_stream(tmp: &Temporary, root: &Root, index: &Index, payload: &Payload, s: &Placed) -> i32 {
+    let parent = sys::getppid();
+    sys::die_with_parent(SIGKILL);
+    if sys::getppid() != parent {
+        return sys::EINTR.0;
+    }
+    let dir = match sys::openat(root.fd, tmp.cstr(), DIR_FLAGS, 0) {
+        Ok(fd) => fd,
+        Err(e) => return e.0,
+    };
+    sys::close(tmp.fd);
+    match write_stream(dir, index, payload, s, &root.bundle) {
+        Ok(()) => 0,
+        Err(e) => e.0,
+    }
+}
+
+/// The failure a child's wait status stands for: its exit code is an errno; a child killed
+/// by a signal is an I/O failure.
+fn child_failure(status: i32) -> Errno {
+    const EIO: Errno = Errno(5);
+    match (status & 0x7f, (status >> 8) & 0xff) {
+        (0, code) if code > 0 => Errno(code),
+        _ => EIO,
+    }
+}
+
+/// Writes the files of stream `s` into the dir open at `top`.
+fn write_stream(
+    top: i32,
+    index: &Index,
+    payload: &Payload,
+    s: &Placed,
+    bundle: &Path,
+) -> sys::Result<()> {
+    let mut dirs = Dirs::new(top);
+    let mut decoder = payload.decoder(s)?;
+    for e in index.files_of(s) {
+        write_file(&mut dirs, &e, &mut decoder, bundle)?;
+    }
+    decoder.finish()
+}
+
+fn write_file(dirs: &mut Dirs, e: &Entry, decoder: &mut Decoder, bundle: &Path) -> sys::Result<()> {
     let (dir, leaf) = split(e.path);
     let at = dirs.enter(dir)?;
     let mut name = [0u8; PATH_MAX];
     let leaf = cstr_in(leaf, &mut name)?;
     // setuid, setgid and sticky bits are not carried into the cache.
-    let mode = e.mode & 0o777;
-    match e.kind {
-        KIND_DIR => match sys::mkdirat(at, leaf, mode | 0o700) {
+    let flags = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+    let fd = sys::openat(at, leaf, flags, e.mode & 0o777)?;
+    let r = decoder
+        .copy_to(Some(fd), e.size)
+        .and_then(|()| apply_patches(fd, e, bundle.bytes()));
+    sys::close(fd);
+    r
+}
+
+/// Makes a dir or a symlink entry.
+fn make_entry(dirs: &mut Dirs, e: &Entry) -> sys::Result<()> {
+    let (dir, leaf) = split(e.path);
+    let at = dirs.enter(dir)?;
+    let mut name = [0u8; PATH_MAX];
+    let leaf = cstr_in(leaf, &mut name)?;
+    if e.kind == KIND_DIR {
+        return match sys::mkdirat(at, leaf, (e.mode & 0o777) | 0o700) {
             Ok(()) | Err(sys::EEXIST) => Ok(()),
             Err(err) => Err(err),
-        },
-        KIND_FILE => {
-            let flags = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC;
-            let fd = sys::openat(at, leaf, flags, mode)?;
-            let r = stream
-                .copy_to(Some(fd), e.size)
-                .and_then(|()| apply_patches(fd, e, bundle.bytes()));
-            sys::close(fd);
-            r
-        }
-        _ => {
-            let mut target = [0u8; PATH_MAX];
-            sys::symlinkat(cstr_in(e.target, &mut target)?, at, leaf)
-        }
+        };
     }
+    let mut target = [0u8; PATH_MAX];
+    sys::symlinkat(cstr_in(e.target, &mut target)?, at, leaf)
 }
 
 /// `path` split into its dir (maybe empty) and its last component.

@@ -16,7 +16,7 @@ use crate::data::{self, Payload, EBADMSG};
 use crate::extract::apply_patches;
 use crate::out::{self, Fail, Failure, Line};
 use crate::path::{cstr_in, PATH_MAX};
-use crate::payload::{Program, RunTable, Trailer, KIND_FILE};
+use crate::payload::{Program, RunTable, Trailer};
 use crate::program::{self, Environment, Executable, OwnFile};
 use crate::sys::{self, Errno, O_CLOEXEC, O_DIRECTORY, O_RDONLY};
 
@@ -81,36 +81,39 @@ struct Files {
     libraries: [i32; MAX_LIBRARIES],
 }
 
-/// Decompresses the payload, keeping the program's files in memory files and dropping the
-/// rest.
+/// Decompresses the payload stream by stream, keeping the program's files in memory files
+/// and dropping the rest.
 fn load(own: &OwnFile, t: &Trailer, program: &Program) -> Result<Files, Fail> {
     let payload = Payload::open(own, t)?;
     let index = payload.index(own)?;
-    let mut stream = payload
-        .stream()
-        .map_err(|e| fail("cannot decompress", own.name, Some(e)))?;
     let mut files = Files {
         program: -1,
         interpreter: -1,
         libraries: [-1; MAX_LIBRARIES],
     };
     let damaged = || data::damaged("damaged payload (compressed data)", own);
-    for e in index.entries().filter(|e| e.kind == KIND_FILE) {
-        let Some(slot) = files.slot(program, e.path) else {
-            stream.copy_to(None, e.size).map_err(|_| damaged())?;
-            continue;
-        };
-        let executed = e.path == program.interpreter
-            || (program.interpreter.is_empty() && e.path == program.path);
-        let fd = memory_file(e.path, executed)?;
-        *slot = fd;
-        stream.copy_to(Some(fd), e.size).map_err(|err| match err {
-            EBADMSG => damaged(),
-            err => fail("cannot write to memory", e.path, Some(err)),
-        })?;
-        apply_patches(fd, &e, NOWHERE).map_err(|err| fail("cannot patch", e.path, Some(err)))?;
+    for s in index.streams() {
+        let mut decoder = payload
+            .decoder(&s)
+            .map_err(|e| fail("cannot decompress", own.name, Some(e)))?;
+        for e in index.files_of(&s) {
+            let Some(slot) = files.slot(program, e.path) else {
+                decoder.copy_to(None, e.size).map_err(|_| damaged())?;
+                continue;
+            };
+            let executed = e.path == program.interpreter
+                || (program.interpreter.is_empty() && e.path == program.path);
+            let fd = memory_file(e.path, executed)?;
+            *slot = fd;
+            decoder.copy_to(Some(fd), e.size).map_err(|err| match err {
+                EBADMSG => damaged(),
+                err => fail("cannot write to memory", e.path, Some(err)),
+            })?;
+            apply_patches(fd, &e, NOWHERE)
+                .map_err(|err| fail("cannot patch", e.path, Some(err)))?;
+        }
+        decoder.finish().map_err(|_| damaged())?;
     }
-    stream.finish().map_err(|_| damaged())?;
     files.check(program)?;
     Ok(files)
 }

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! - data: the contents of every regular file of the index, in index order, concatenated and
-//!   compressed as one stream.
-//! - index: every entry of the bundle (dir, file, symlink) with its mode, size and the patches
+//!   compressed as a few independent streams of similar size (each holds whole files), which
+//!   the launcher decodes at the same time.
+//! - index: the streams, and every entry of the bundle (dir, file, symlink) with its mode, size and the patches
 //!   the launcher writes into it at extraction. Read only on a cold start.
 //! - run table: what a warm start needs: the programs by name, the variables to set; and what
 //!   in-memory mode loads for each program.
@@ -64,6 +65,24 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     twox_hash::XxHash64::oneshot(0, bytes)
 }
 
+/// The format's checksum computed piece by piece: `finish` gives `checksum` of the pieces
+/// joined.
+pub struct Checksum(twox_hash::XxHash64);
+
+impl Checksum {
+    pub fn new() -> Self {
+        Checksum(twox_hash::XxHash64::with_seed(0))
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        core::hash::Hasher::write(&mut self.0, bytes);
+    }
+
+    pub fn finish(&self) -> u64 {
+        core::hash::Hasher::finish(&self.0)
+    }
+}
+
 /// The fixed-size record at the end of a tote file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trailer {
@@ -75,7 +94,7 @@ pub struct Trailer {
     pub run_len: u64,
     /// Total size of the decompressed data.
     pub raw_len: u64,
-    /// The dictionary the decoder needs, in bytes.
+    /// The largest dictionary any stream needs, in bytes.
     pub dict_size: u64,
     /// Checksum of data, index and run table together.
     pub payload_checksum: u64,
@@ -186,7 +205,7 @@ impl<'a> Cursor<'a> {
         self.bytes.is_empty()
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
         if n > self.bytes.len() {
             return Err(FormatError::Malformed);
         }
@@ -503,37 +522,179 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// The index: a `u32` entry count, then the entries.
+/// One independently compressed stream of the data: the next `files` file entries of the
+/// index, `raw_len` bytes decoded, `data_len` bytes compressed, decoded with a dictionary of
+/// `dict_size` bytes. The streams follow each other in the data, so they can be decoded at
+/// the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stream {
+    pub data_len: u64,
+    pub raw_len: u64,
+    pub dict_size: u32,
+    pub files: u32,
+}
+
+/// Where a stream of the index sits: its offset in the data and its first file (counting file
+/// entries only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub stream: Stream,
+    pub data_offset: u64,
+    pub first_file: u32,
+}
+
+/// The most streams a payload may have.
+pub const MAX_STREAMS: u16 = 16;
+const STREAM_LEN: usize = 24;
+
+impl Stream {
+    pub fn encode(&self, out: &mut impl Sink) {
+        out.put_u64(self.data_len);
+        out.put_u64(self.raw_len);
+        out.put_u32(self.dict_size);
+        out.put_u32(self.files);
+    }
+
+    fn decode(c: &mut Cursor) -> Result<Self, FormatError> {
+        Ok(Stream {
+            data_len: c.u64()?,
+            raw_len: c.u64()?,
+            dict_size: c.u32()?,
+            files: c.u32()?,
+        })
+    }
+}
+
+/// The index: a `u32` entry count, a `u16` stream count, the streams, then the entries.
 pub struct Index<'a> {
+    streams: &'a [u8],
+    stream_count: u16,
     entries: &'a [u8],
     count: u32,
 }
 
 impl<'a> Index<'a> {
-    /// Checks every entry once, so that iterating cannot fail afterwards, and that the file
-    /// sizes add up to `raw_len`.
-    pub fn decode(bytes: &'a [u8], raw_len: u64) -> Result<Self, FormatError> {
+    /// Checks every stream and entry once, so that iterating cannot fail afterwards: the
+    /// streams add up to the trailer's data and raw lengths with dictionaries no larger than
+    /// its `dict_size`, and each stream's files add up to its raw length.
+    pub fn decode(bytes: &'a [u8], t: &Trailer) -> Result<Self, FormatError> {
         let mut c = Cursor::new(bytes);
         let count = c.u32()?;
-        let entries = c.bytes;
-        let mut total = 0u64;
-        for _ in 0..count {
-            let e = Entry::decode(&mut c)?;
-            total = total.checked_add(e.size).ok_or(FormatError::Malformed)?;
-        }
-        if !c.is_empty() || total != raw_len {
+        let stream_count = c.u16()?;
+        if stream_count > MAX_STREAMS {
             return Err(FormatError::Malformed);
         }
-        Ok(Index { entries, count })
+        let streams = c.take(stream_count as usize * STREAM_LEN)?;
+        let entries = c.bytes;
+        let mut sums = Sums::new(streams, stream_count, t)?;
+        for _ in 0..count {
+            let e = Entry::decode(&mut c)?;
+            if e.kind == KIND_FILE {
+                sums.file(e.size)?;
+            }
+        }
+        if !c.is_empty() || !sums.done() {
+            return Err(FormatError::Malformed);
+        }
+        Ok(Index {
+            streams,
+            stream_count,
+            entries,
+            count,
+        })
     }
 
-    pub fn encode_count(count: u32, out: &mut impl Sink) {
+    pub fn encode_header(count: u32, streams: &[Stream], out: &mut impl Sink) {
         out.put_u32(count);
+        out.put_u16(streams.len() as u16);
+        for s in streams {
+            s.encode(out);
+        }
     }
 
     pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> {
         let mut c = Cursor::new(self.entries);
         (0..self.count).filter_map(move |_| Entry::decode(&mut c).ok())
+    }
+
+    /// The file entries of stream `s`, in the order its data holds them.
+    pub fn files_of(&self, s: &Placed) -> impl Iterator<Item = Entry<'a>> {
+        self.entries()
+            .filter(|e| e.kind == KIND_FILE)
+            .skip(s.first_file as usize)
+            .take(s.stream.files as usize)
+    }
+
+    pub fn streams(&self) -> impl Iterator<Item = Placed> + 'a {
+        let mut c = Cursor::new(self.streams);
+        let (mut data_offset, mut first_file) = (0u64, 0u32);
+        (0..self.stream_count).filter_map(move |_| {
+            let stream = Stream::decode(&mut c).ok()?;
+            let placed = Placed {
+                stream,
+                data_offset,
+                first_file,
+            };
+            data_offset += stream.data_len;
+            first_file += stream.files;
+            Some(placed)
+        })
+    }
+}
+
+/// The running check of an index's files against its streams.
+struct Sums<'a> {
+    streams: Cursor<'a>,
+    left: u16,
+    /// What the current stream still holds.
+    files: u32,
+    raw: u64,
+}
+
+impl<'a> Sums<'a> {
+    /// Checks the streams' totals against the trailer, then starts at the first stream.
+    fn new(bytes: &'a [u8], count: u16, t: &Trailer) -> Result<Self, FormatError> {
+        let mut c = Cursor::new(bytes);
+        let (mut data, mut raw) = (0u64, 0u64);
+        for _ in 0..count {
+            let s = Stream::decode(&mut c)?;
+            let empty = s.files == 0 || s.data_len == 0;
+            if empty || s.dict_size as u64 > t.dict_size {
+                return Err(FormatError::Malformed);
+            }
+            data = data.checked_add(s.data_len).ok_or(FormatError::Malformed)?;
+            raw = raw.checked_add(s.raw_len).ok_or(FormatError::Malformed)?;
+        }
+        if data != t.data_len || raw != t.raw_len {
+            return Err(FormatError::Malformed);
+        }
+        Ok(Sums {
+            streams: Cursor::new(bytes),
+            left: count,
+            files: 0,
+            raw: 0,
+        })
+    }
+
+    /// Counts one file of `size` bytes against the current stream, moving to the next one
+    /// when the current one is full.
+    fn file(&mut self, size: u64) -> Result<(), FormatError> {
+        if self.files == 0 {
+            if self.raw != 0 || self.left == 0 {
+                return Err(FormatError::Malformed);
+            }
+            let s = Stream::decode(&mut self.streams)?;
+            self.left -= 1;
+            self.files = s.files;
+            self.raw = s.raw_len;
+        }
+        self.files -= 1;
+        self.raw = self.raw.checked_sub(size).ok_or(FormatError::Malformed)?;
+        Ok(())
+    }
+
+    fn done(&self) -> bool {
+        self.left == 0 && self.files == 0 && self.raw == 0
     }
 }
 
@@ -581,6 +742,16 @@ mod tests {
     }
 
     const FILE_LEN: u64 = 1000 + 500 + 60 + 40 + TRAILER_LEN as u64;
+
+    #[test]
+    fn checksum_in_pieces_is_the_checksum_of_the_whole() {
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let mut c = Checksum::new();
+        for piece in bytes.chunks(33) {
+            c.write(piece);
+        }
+        assert_eq!(c.finish(), checksum(&bytes));
+    }
 
     #[test]
     fn trailer_round_trips() {
@@ -686,13 +857,74 @@ mod tests {
         }
     }
 
+    /// An index of `entries` whose files are one stream of 10 compressed bytes.
     fn index_bytes(entries: &[(Entry, &[Patch])]) -> Vec<u8> {
+        let files: Vec<&Entry> = entries
+            .iter()
+            .map(|(e, _)| e)
+            .filter(|e| e.kind == KIND_FILE)
+            .collect();
+        let streams: Vec<Stream> = if files.is_empty() {
+            Vec::new()
+        } else {
+            vec![Stream {
+                data_len: 10,
+                raw_len: files.iter().map(|e| e.size).sum(),
+                dict_size: 1 << 20,
+                files: files.len() as u32,
+            }]
+        };
+        index_with(entries, &streams)
+    }
+
+    fn index_with(entries: &[(Entry, &[Patch])], streams: &[Stream]) -> Vec<u8> {
         let mut out = Buf(Vec::new());
-        Index::encode_count(entries.len() as u32, &mut out);
+        Index::encode_header(entries.len() as u32, streams, &mut out);
         for (e, p) in entries {
             e.encode(p, &mut out);
         }
         out.0
+    }
+
+    /// A trailer for an index whose files hold `raw_len` bytes (in one stream of 10 bytes).
+    fn totals(raw_len: u64) -> Trailer {
+        Trailer {
+            data_len: if raw_len == 0 { 0 } else { 10 },
+            raw_len,
+            ..trailer()
+        }
+    }
+
+    #[test]
+    fn index_streams_split_the_files_in_order() {
+        let stream = |raw_len, files| Stream {
+            data_len: 5,
+            raw_len,
+            dict_size: 1 << 16,
+            files,
+        };
+        let entries: [(Entry, &[Patch]); 4] = [
+            (Entry::new(KIND_DIR, 0o755, 0, b"d", b""), &[]),
+            (Entry::new(KIND_FILE, 0o644, 30, b"d/a", b""), &[]),
+            (Entry::new(KIND_FILE, 0o644, 40, b"d/b", b""), &[]),
+            (Entry::new(KIND_FILE, 0o644, 30, b"d/c", b""), &[]),
+        ];
+        let t = totals(100);
+        let bytes = index_with(&entries, &[stream(70, 2), stream(30, 1)]);
+        let index = Index::decode(&bytes, &t).unwrap();
+        let placed: Vec<Placed> = index.streams().collect();
+        assert_eq!(placed[1].data_offset, 5);
+        assert_eq!(placed[1].first_file, 2);
+        let second: Vec<&[u8]> = index.files_of(&placed[1]).map(|e| e.path).collect();
+        assert_eq!(second, [&b"d/c"[..]]);
+        for wrong in [
+            [stream(60, 2), stream(40, 1)],
+            [stream(70, 1), stream(30, 2)],
+            [stream(70, 3), stream(30, 0)],
+        ] {
+            let bytes = index_with(&entries, &wrong);
+            assert!(Index::decode(&bytes, &t).is_err(), "{wrong:?} accepted");
+        }
     }
 
     #[test]
@@ -707,19 +939,19 @@ mod tests {
             (Entry::new(KIND_FILE, 0o755, 100, b"usr/jq", b""), &[patch]),
             (Entry::new(KIND_SYMLINK, 0o777, 0, b"usr/q", b"jq"), &[]),
         ]);
-        let index = Index::decode(&bytes, 100).unwrap();
+        let index = Index::decode(&bytes, &totals(100)).unwrap();
         let entries: Vec<Entry> = index.entries().collect();
         assert_eq!(entries.len(), 3);
         assert_eq!(entries[1].path, b"usr/jq");
         assert_eq!(entries[1].patches().collect::<Vec<_>>(), [patch]);
         assert_eq!(entries[2].target, b"jq");
         assert_eq!(
-            Index::decode(&bytes, 99).err(),
+            Index::decode(&bytes, &totals(99)).err(),
             Some(FormatError::Malformed)
         );
         for cut in 0..bytes.len() {
             assert!(
-                Index::decode(&bytes[..cut], 100).is_err(),
+                Index::decode(&bytes[..cut], &totals(100)).is_err(),
                 "truncated at {cut} accepted"
             );
         }
@@ -734,7 +966,7 @@ mod tests {
         };
         let bytes = index_bytes(&[(Entry::new(KIND_FILE, 0o644, 100, b"f", b""), &[patch])]);
         assert_eq!(
-            Index::decode(&bytes, 100).err(),
+            Index::decode(&bytes, &totals(100)).err(),
             Some(FormatError::Malformed)
         );
     }
@@ -752,7 +984,7 @@ mod tests {
         ] {
             let bytes = index_bytes(&[(Entry::new(KIND_DIR, 0o755, 0, bad, b""), &[])]);
             assert_eq!(
-                Index::decode(&bytes, 0).err(),
+                Index::decode(&bytes, &totals(0)).err(),
                 Some(FormatError::UnsafePath),
                 "{bad:?}"
             );

@@ -9,6 +9,7 @@ use core::ffi::CStr;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Errno(pub i32);
 
+pub const ENOENT: Errno = Errno(2);
 pub const EINTR: Errno = Errno(4);
 pub const EACCES: Errno = Errno(13);
 pub const EEXIST: Errno = Errno(17);
@@ -340,6 +341,37 @@ pub unsafe fn execveat(fd: i32, argv: *const *const u8, envp: *const *const u8) 
     // SAFETY: guaranteed by the caller; the empty path is a static C string.
     let r = unsafe { syscall(arch::SYS_EXECVEAT, a) };
     Errno(-r as i32)
+}
+
+/// Waits for child `pid` to end and returns its raw wait status.
+pub fn wait(pid: u32) -> Result<i32> {
+    let mut status = 0i32;
+    let a = [pid as usize, &mut status as *mut i32 as usize, 0, 0, 0, 0];
+    loop {
+        // SAFETY: `status` is a valid i32 for the kernel to write.
+        match check(unsafe { syscall(arch::SYS_WAIT4, a) }) {
+            Ok(_) => return Ok(status),
+            Err(EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub fn getppid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { syscall(arch::SYS_GETPPID, [0; 6]) as u32 }
+}
+
+/// Asks the kernel to send `sig` to this process when its parent ends.
+pub fn die_with_parent(sig: i32) {
+    const PR_SET_PDEATHSIG: usize = 1;
+    // SAFETY: no pointer is passed.
+    unsafe {
+        syscall(
+            arch::SYS_PRCTL,
+            [PR_SET_PDEATHSIG, sig as usize, 0, 0, 0, 0],
+        )
+    };
 }
 
 /// Reaps one exited child without blocking; returns its pid and raw wait status, or pid 0
