@@ -17,6 +17,7 @@ mod plan;
 mod recipes;
 mod rewrite;
 mod trace;
+mod unpack;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -45,8 +46,19 @@ enum Command {
     /// Pack PROGRAM (a path, or a name looked up on PATH) into one executable file.
     #[command(after_help = PACK_EXAMPLES)]
     Pack(PackArgs),
-    /// Show what a tote file holds: programs, variables, every entry.
-    Inspect { file: PathBuf },
+    /// Show what a tote file holds: launcher, programs, variables, every entry, totals, and
+    /// where its bundle is or would go on this host.
+    Inspect {
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a tote file's checksums and tables without running or extracting it.
+    Verify { file: PathBuf },
+    /// Write the bundle of a tote file into DIR (a new dir), its paths patched for DIR, so
+    /// its programs run from there.
+    Extract { file: PathBuf, dir: PathBuf },
     /// Write the bare launcher stub (for inspection).
     #[command(hide = true)]
     Stub {
@@ -132,10 +144,16 @@ fn init_logging(verbose: u8) {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Pack(args) => pack(&args),
-        Command::Inspect { file } => {
-            print!("{}", inspect::report(&file)?);
+        Command::Inspect { file, json } => {
+            let report = inspect::report(&file)?;
+            print!("{}", if json { report.json()? } else { report.text()? });
             Ok(())
         }
+        Command::Verify { file } => {
+            println!("{}", unpack::verify(&file)?);
+            Ok(())
+        }
+        Command::Extract { file, dir } => unpack::extract(&file, &dir),
         Command::Stub { output } => {
             std::fs::write(&output, bundle::STUB).with_context(|| format!("{}", output.display()))
         }
