@@ -146,17 +146,23 @@ fn run(command: Command) -> Result<()> {
         Command::Pack(args) => pack(&args),
         Command::Inspect { file, json } => {
             let report = inspect::report(&file)?;
-            print!("{}", if json { report.json()? } else { report.text()? });
-            Ok(())
+            print_out(&if json { report.json()? } else { report.text()? })
         }
-        Command::Verify { file } => {
-            println!("{}", unpack::verify(&file)?);
-            Ok(())
-        }
+        Command::Verify { file } => print_out(&(unpack::verify(&file)? + "\n")),
         Command::Extract { file, dir } => unpack::extract(&file, &dir),
         Command::Stub { output } => {
             std::fs::write(&output, bundle::STUB).with_context(|| format!("{}", output.display()))
         }
+    }
+}
+
+/// Writes `text` to stdout; a reader that went away early (`tote inspect FILE | head`) is
+/// not an error.
+fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
 }
 

@@ -339,3 +339,143 @@ fn a_payload_of_several_streams_extracts_every_file_whole() {
         assert!(same, "{extracted:?} differs from {a:?}");
     }
 }
+
+/// A root under a dir another user owns is refused (that user could swap the tree between
+/// the launcher's checks and the exec), and nothing is created in that user's tree.
+#[test]
+fn a_cache_root_under_another_users_dir_is_refused() {
+    let dir = common::temp_dir();
+    let theirs = dir.path().join("theirs");
+    common::make_dir(&theirs);
+    std::os::unix::fs::chown(&theirs, Some(1000), Some(1000)).expect("cannot chown");
+    let tmpdir = common::temp_dir();
+    let env = [
+        ("XDG_CACHE_HOME", common::utf8(&theirs)),
+        ("HOME", "/proc"),
+        ("TMPDIR", common::utf8(tmpdir.path())),
+    ];
+    let root = tmpdir.path().canonicalize().expect("the dir exists");
+    let euid = nix::unistd::geteuid();
+    assert_under(&host_exe(&env), &root.join(format!("tote-{euid}")));
+    assert_eq!(
+        std::fs::read_dir(&theirs).expect("the dir exists").count(),
+        0,
+        "something was created in another user's dir"
+    );
+
+    let shared = dir.path().join("shared");
+    common::make_dir(&shared);
+    common::set_mode(&shared, 0o777);
+    let chosen = shared.join("cache");
+    let run = capture(
+        &mut host_command(&packed("self_exe"), &["self_exe"], &cache_env(&chosen, &[])),
+        b"",
+    );
+    let expected = format!(
+        "tote: refusing TOTE_CACHE_DIR (a dir above it may be changed by another user): {}\n",
+        chosen.display()
+    );
+    assert_eq!(run.stderr_text(), expected, "{}", run.describe());
+    assert_eq!(run.status, common::outcome::Status::Code(114));
+}
+
+#[test]
+fn an_unknown_tote_mode_is_an_error() {
+    let cache = common::temp_dir();
+    let env = cache_env(cache.path(), &[("TOTE_MODE", "mem")]);
+    let run = capture(
+        &mut host_command(&packed("self_exe"), &["self_exe"], &env),
+        b"",
+    );
+    assert_eq!(
+        run.stderr_text(),
+        "tote: unknown TOTE_MODE (the one mode is memory): mem\n"
+    );
+    assert_eq!(run.status, common::outcome::Status::Code(114));
+}
+
+/// In memory mode the memory files must not take the numbers of a closed stdin or stdout:
+/// the program finds them closed, as natively.
+#[test]
+fn in_memory_mode_closed_standard_descriptors_stay_closed() {
+    let script = |program: &str| format!("exec {program} -n '\"x\"' <&- >&-");
+    let jq = common::tote::packed_as(Path::new("/usr/bin/jq"), "jq");
+    let native = capture(
+        std::process::Command::new("sh").args(["-c", &script("/usr/bin/jq")]),
+        b"",
+    );
+    let packed = capture(
+        std::process::Command::new("sh")
+            .args(["-c", &script(common::utf8(&jq))])
+            .env("TOTE_MODE", "memory"),
+        b"",
+    );
+    common::outcome::assert_same("jq with stdin and stdout closed", &native, &packed);
+}
+
+/// A root that passes the free-space check but runs out of inodes while extracting: the
+/// extraction is abandoned there and goes to the next root. The small file system is a tmpfs
+/// mounted in a private mount namespace (`unshare`), which needs root.
+#[test]
+fn a_root_that_fills_up_during_extraction_gives_way_to_the_next() {
+    let (small, tmpdir) = (common::temp_dir(), common::temp_dir());
+    let packed = packed("self_exe");
+    let script = format!(
+        "mount -t tmpfs -o nr_inodes=8,mode=0755 tmpfs {small} && exec env -i \
+         XDG_CACHE_HOME={small} HOME=/proc TMPDIR={tmpdir} TOTE_DEBUG=1 {packed}",
+        small = common::utf8(small.path()),
+        tmpdir = common::utf8(tmpdir.path()),
+        packed = common::utf8(&packed),
+    );
+    let run = capture(
+        std::process::Command::new("unshare").args(["--mount", "sh", "-c", &script]),
+        b"",
+    );
+    assert!(run.success(), "{}", run.describe());
+    let full = format!("no room left in {}/tote", common::utf8(small.path()));
+    assert!(run.stderr_text().contains(&full), "{}", run.describe());
+    let euid = nix::unistd::geteuid();
+    let root = tmpdir.path().canonicalize().expect("the dir exists");
+    assert_under(&exe_of(&run), &root.join(format!("tote-{euid}")));
+}
+
+/// In memory mode a variable that names a bundle path cannot be set: it is left out, and one
+/// line says so, since the program will likely miss its files.
+#[test]
+fn in_memory_mode_a_variable_naming_the_bundle_is_left_out_with_a_warning() {
+    let dir = common::temp_dir();
+    let packed = dir.path().join("args_env");
+    let mut pack = common::tote::tote();
+    pack.arg("pack")
+        .arg(common::fixtures::program("args_env"))
+        .args([
+            "--env",
+            "DATA_DIR=${TOTE_ROOT}/usr/share/data",
+            "--env",
+            "MODE=fast",
+            "-o",
+        ])
+        .arg(&packed);
+    let packing = capture(&mut pack, b"");
+    assert!(packing.success(), "{}", packing.describe());
+    let run = capture(
+        &mut host_command(&packed, &["args_env"], &[("TOTE_MODE", "memory")]),
+        b"",
+    );
+    assert!(run.success(), "{}", run.describe());
+    assert_eq!(
+        run.stderr_text(),
+        "tote: running from memory (no usable cache dir): DATA_DIR cannot point into the \
+         bundle; the program may not find its files\n"
+    );
+    assert!(
+        run.stdout_lines().contains(&"env=MODE=fast".to_string()),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        !run.stdout_text().contains("DATA_DIR"),
+        "{}",
+        run.describe()
+    );
+}

@@ -6,8 +6,9 @@
 //! is used or the start fails); else `$XDG_CACHE_HOME/tote`, `$HOME/.cache/tote`, then
 //! `tote-<euid>` in `$TMPDIR`, `/tmp`, `/var/tmp` and `/dev/shm`. Under AT_SECURE no variable
 //! is read, so only the last three remain. A root is usable when it exists or can be created,
-//! is a real dir of the effective user that no one else may write, and lies on a file system
-//! that is writable, allows exec and has room for the bundle.
+//! is a real dir of the effective user that no one else may write, under dirs that no one but
+//! root or that user may change (sticky dirs such as `/tmp` aside), on a file system that is
+//! writable, allows exec and has room for the bundle.
 
 use crate::args::Args;
 use crate::out::{self, Fail, Failure};
@@ -36,6 +37,9 @@ pub struct Root {
     pub name: [u8; BUNDLE_NAME_LEN],
     /// `path/name`: the absolute path the bundle's files are run from.
     pub bundle: Path,
+    /// Where `locate` goes on when extraction into this root fails for want of room; None for
+    /// `$TOTE_CACHE_DIR`, which has no next.
+    pub next: Option<usize>,
 }
 
 /// How a candidate root comes into being when it is missing.
@@ -104,8 +108,9 @@ fn absolute(dir: &[u8]) -> sys::Result<Path> {
 
 /// Finds where to run the payload of trailer `t` from. A complete bundle under any trusted
 /// candidate is used as it is and nothing is created: that is the warm path. Otherwise the
-/// first usable candidate is where extraction goes; when there is none, memory.
-pub fn locate(args: &Args, t: &Trailer) -> Result<Placement, Fail> {
+/// first usable candidate from the `from`th on is where extraction goes; when there is none,
+/// memory.
+pub fn locate(args: &Args, t: &Trailer, from: usize) -> Result<Placement, Fail> {
     let name = payload::bundle_name(&t.key);
     let list = candidates(args)?;
     let roots = || list.iter().flatten();
@@ -119,7 +124,7 @@ pub fn locate(args: &Args, t: &Trailer) -> Result<Placement, Fail> {
             return Ok(Placement::Cached(dir));
         }
     }
-    for c in roots() {
+    for (i, c) in roots().enumerate().skip(from) {
         match open_usable(c, t.raw_len) {
             Ok(fd) => {
                 out::debug(&[b"cache root: ", c.path.bytes()]);
@@ -132,6 +137,7 @@ pub fn locate(args: &Args, t: &Trailer) -> Result<Placement, Fail> {
                     path: c.path.clone(),
                     name,
                     bundle,
+                    next: (c.origin != Origin::Chosen).then_some(i + 1),
                 }));
             }
             Err(refusal) if c.origin == Origin::Chosen => return Err(refusal.fail(&c.path)),
@@ -146,6 +152,8 @@ pub fn locate(args: &Args, t: &Trailer) -> Result<Placement, Fail> {
 enum Refusal {
     Create(Errno),
     Open(Errno),
+    TooLong,
+    UnsafeParent,
     NotTrusted,
     ReadOnly,
     NoExec,
@@ -157,6 +165,8 @@ impl Refusal {
         match self {
             Refusal::Create(_) => "cannot be created",
             Refusal::Open(_) => "cannot be opened",
+            Refusal::TooLong => "path too long for the bundle's paths (at most 1024 bytes)",
+            Refusal::UnsafeParent => "a dir above it may be changed by another user",
             Refusal::NotTrusted => "not a dir of this user, or writable by others",
             Refusal::ReadOnly => "on a read-only file system",
             Refusal::NoExec => "on a file system mounted noexec",
@@ -192,6 +202,10 @@ impl Refusal {
         let what = match self {
             Refusal::Create(_) => "cannot create TOTE_CACHE_DIR",
             Refusal::Open(_) => "cannot open TOTE_CACHE_DIR",
+            Refusal::TooLong => "TOTE_CACHE_DIR is too long (at most 1024 bytes)",
+            Refusal::UnsafeParent => {
+                "refusing TOTE_CACHE_DIR (a dir above it may be changed by another user)"
+            }
             Refusal::NotTrusted => {
                 "refusing TOTE_CACHE_DIR (not a dir of this user, or writable by others)"
             }
@@ -206,6 +220,12 @@ impl Refusal {
 /// Creates the candidate if it is missing, opens it without following a symlink and checks it:
 /// owner and mode on the open dir, then its file system. Returns the open dir.
 fn open_usable(c: &Candidate, raw_len: u64) -> Result<i32, Refusal> {
+    if c.path.bytes().len() > ROOT_MAX {
+        return Err(Refusal::TooLong);
+    }
+    if !parents_safe(&c.path) {
+        return Err(Refusal::UnsafeParent);
+    }
     create(c).map_err(Refusal::Create)?;
     let flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
     let fd = sys::openat(AT_FDCWD, c.path.cstr(), flags, 0).map_err(|e| match e {
@@ -248,10 +268,50 @@ fn trusted(st: &sys::Stat) -> bool {
     st.mode & sys::S_IFMT == sys::S_IFDIR && st.uid == sys::geteuid() && st.mode & 0o022 == 0
 }
 
+/// The longest cache root accepted: the bundle's own paths (loader, libraries, search paths)
+/// come after it and must stay within PATH_MAX.
+const ROOT_MAX: usize = 1024;
+
+/// Whether no one but root and the effective user can change what the existing dirs above
+/// `root` lead to: each is owned by one of them and writable by no one else unless sticky (as
+/// `/tmp` is, where others cannot rename what is ours), and a symlink on the way is owned by
+/// one of them too. Otherwise another user could swap the tree between the checks and exec.
+fn parents_safe(root: &Path) -> bool {
+    let euid = sys::geteuid();
+    let owned = |st: &sys::Stat| st.uid == 0 || st.uid == euid;
+    let bytes = root.bytes();
+    for end in (0..bytes.len()).filter(|&i| bytes[i] == b'/') {
+        let Ok(prefix) = Path::from(if end == 0 { b"/" } else { &bytes[..end] }) else {
+            return false;
+        };
+        let Ok(st) = sys::stat_nofollow(prefix.cstr()) else {
+            // Missing: it and what is below will be made by this user.
+            return true;
+        };
+        let st = if st.mode & sys::S_IFMT == sys::S_IFLNK {
+            if !owned(&st) {
+                return false;
+            }
+            match sys::stat(prefix.cstr()) {
+                Ok(target) => target,
+                Err(_) => return false,
+            }
+        } else {
+            st
+        };
+        let shared = st.mode & 0o022 != 0 && st.mode & sys::S_ISVTX == 0;
+        if !owned(&st) || shared {
+            return false;
+        }
+    }
+    true
+}
+
 /// The warm path's check of a root holding a complete bundle: `trusted`, by path, not
-/// following a final symlink (one statx instead of open, fstat and close).
+/// following a final symlink (one statx instead of open, fstat and close), and
+/// `parents_safe`.
 fn owned_alone(root: &Path) -> bool {
-    let ok = sys::stat_nofollow(root.cstr()).is_ok_and(|st| trusted(&st));
+    let ok = sys::stat_nofollow(root.cstr()).is_ok_and(|st| trusted(&st)) && parents_safe(root);
     if !ok {
         out::debug(&[b"refused cache root: ", root.bytes()]);
     }

@@ -28,6 +28,11 @@ const ENAMETOOLONG: Errno = Errno(36);
 pub fn extract(own: &OwnFile, t: &Trailer, root: &Root, random: [u8; 16]) -> Result<(), Fail> {
     let payload = Payload::open(own, t)?;
     let index = payload.index(own)?;
+    lock(root)?;
+    if cache::is_complete(&root.bundle) {
+        out::debug(&[b"another process published ", root.bundle.bytes()]);
+        return Ok(());
+    }
     remove_abandoned(root);
     let tmp = Temporary::create(root, random)?;
     out::debug(&[b"decompressing into ", root.path.bytes(), b"/", tmp.name()]);
@@ -40,39 +45,57 @@ pub fn extract(own: &OwnFile, t: &Trailer, root: &Root, random: [u8; 16]) -> Res
     result.map(drop)
 }
 
-/// A temporary dir in the root, named `<bundle>.<random hex>.tmp`, open and locked.
+/// Takes the root's extraction lock, waiting while another start holds it. It is released
+/// when the root's descriptor is closed, or the process ends.
+fn lock(root: &Root) -> Result<(), Fail> {
+    if sys::flock(root.fd, sys::LOCK_EX | sys::LOCK_NB).is_ok() {
+        return Ok(());
+    }
+    out::debug(&[
+        b"waiting for another start extracting in ",
+        root.path.bytes(),
+    ]);
+    sys::flock(root.fd, sys::LOCK_EX).map_err(|e| {
+        Fail::new(
+            Failure::CacheDir,
+            "cannot lock cache dir",
+            root.path.bytes(),
+            Some(e),
+        )
+    })
+}
+
+/// A temporary dir in the root, named `<bundle>.<random hex>.tmp`, open.
 struct Temporary {
     name: Line,
     fd: i32,
+    /// Its absolute path, for messages.
+    path: Path,
 }
 
 impl Temporary {
-    /// Makes and locks a new temporary dir. Another name is tried when one is taken, or when
-    /// a cleaner removed the new dir before it was locked (a concurrent start may take it for
-    /// an abandoned one in that moment).
+    /// Makes a new temporary dir; the second name is tried when the first is taken.
     fn create(root: &Root, random: [u8; 16]) -> Result<Temporary, Fail> {
-        const TRIES: u8 = 8;
         let mut last = sys::EEXIST;
-        for attempt in 0..TRIES {
-            let mut suffix = [0u8; 8];
-            let half = (attempt as usize % 2) * 8;
-            suffix.copy_from_slice(&random[half..half + 8]);
-            suffix[0] ^= attempt / 2;
+        for half in random.chunks(8) {
             let mut name = Line::new();
             name.push(&root.name);
             name.push(b".");
-            push_hex(&mut name, &suffix);
+            push_hex(&mut name, half);
             name.push(b".tmp\0");
             let made = CStr::from_bytes_until_nul(name.bytes())
                 .map_err(|_| ENAMETOOLONG)
-                .and_then(|c| make_locked(root, c));
+                .and_then(|c| {
+                    sys::mkdirat(root.fd, c, 0o755)?;
+                    sys::openat(root.fd, c, DIR_FLAGS, 0)
+                });
             match made {
-                Ok(fd) => return Ok(Temporary { name, fd }),
-                Err(e @ (sys::EEXIST | sys::ENOENT)) => last = e,
-                Err(e) => {
-                    last = e;
-                    break;
+                Ok(fd) => {
+                    let bare = &name.bytes()[..name.bytes().len() - 1];
+                    let path = root.path.joined(bare).unwrap_or_else(|_| root.path.clone());
+                    return Ok(Temporary { name, fd, path });
                 }
+                Err(e) => last = e,
             }
         }
         Err(Fail::new(
@@ -92,26 +115,18 @@ impl Temporary {
     }
 
     fn fail(&self, e: Errno) -> Fail {
-        Fail::new(Failure::Extract, "cannot extract", self.name(), Some(e))
+        Fail::new(
+            Failure::Extract,
+            "cannot extract",
+            self.path.bytes(),
+            Some(e),
+        )
     }
-}
 
-/// Makes dir `name` in the root, opens and locks it. A cleaner may remove a dir between its
-/// creation and its lock (it was not locked yet); such a dir has no links left.
-fn make_locked(root: &Root, name: &CStr) -> sys::Result<i32> {
-    sys::mkdirat(root.fd, name, 0o755)?;
-    let fd = sys::openat(root.fd, name, DIR_FLAGS, 0)?;
-    let locked = sys::flock(fd, sys::LOCK_EX).and_then(|()| sys::fstat(fd));
-    match locked {
-        Ok(st) if st.nlink > 0 => Ok(fd),
-        Ok(_) => {
-            sys::close(fd);
-            Err(sys::EEXIST)
-        }
-        Err(e) => {
-            sys::close(fd);
-            Err(e)
-        }
+    /// The failure to write entry `rel` of the bundle.
+    fn entry_fail(&self, rel: &[u8], e: Errno) -> Fail {
+        let path = self.path.joined(rel).unwrap_or_else(|_| self.path.clone());
+        Fail::new(Failure::Extract, "cannot extract", path.bytes(), Some(e))
     }
 }
 
@@ -150,12 +165,7 @@ fn write_bundle(
 ) -> Result<(), Option<Fail>> {
     let entry_fail = |e: &Entry, err| match err {
         EBADMSG => None,
-        err => Some(Fail::new(
-            Failure::Extract,
-            "cannot extract",
-            e.path,
-            Some(err),
-        )),
+        err => Some(tmp.entry_fail(e.path, err)),
     };
     let mut dirs = Dirs::new(tmp.fd);
     for e in index.entries().filter(|e| e.kind == KIND_DIR) {
@@ -220,20 +230,16 @@ fn write_streams(
 const SIGKILL: i32 = 9;
 
 /// The work of a child decoding stream `s`; returns its exit code: 0, or the errno of the
-/// failure. The child dies with its parent, and drops its copy of the temporary dir's lock
-/// so that the lock ends with the parent.
+/// failure. The child dies with its parent, and drops its copy of the root's descriptor so
+/// that the root's lock ends with the parent.
 fn child_stream(tmp: &Temporary, root: &Root, index: &Index, payload: &Payload, s: &Placed) -> i32 {
     let parent = sys::getppid();
     sys::die_with_parent(SIGKILL);
     if sys::getppid() != parent {
         return sys::EINTR.0;
     }
-    let dir = match sys::openat(root.fd, tmp.cstr(), DIR_FLAGS, 0) {
-        Ok(fd) => fd,
-        Err(e) => return e.0,
-    };
-    sys::close(tmp.fd);
-    match write_stream(dir, index, payload, s, &root.bundle) {
+    sys::close(root.fd);
+    match write_stream(tmp.fd, index, payload, s, &root.bundle) {
         Ok(()) => 0,
         Err(e) => e.0,
     }
@@ -469,8 +475,8 @@ fn remove_stale(root: &Root, bundle: &CStr, tmp: &Temporary) {
     }
 }
 
-/// Removes the temporary dirs of this bundle left by extractors that are gone: those whose
-/// lock can be taken. A live extractor holds its lock until it has published or given up.
+/// Removes the temporary dirs of this bundle that extractions killed on the way left. Called
+/// with the root's lock held, so no other extraction is writing any of them.
 fn remove_abandoned(root: &Root) {
     let Ok(listing) = sys::openat(root.fd, c".", DIR_FLAGS, 0) else {
         return;
@@ -478,17 +484,10 @@ fn remove_abandoned(root: &Root) {
     for_each_entry(listing, |name| {
         let n = name.to_bytes();
         let ours = n.starts_with(&root.name) && n.get(root.name.len()) == Some(&b'.');
-        if !ours || !(n.ends_with(b".tmp") || n.ends_with(b".stale")) {
-            return;
-        }
-        let Ok(fd) = sys::openat(root.fd, name, DIR_FLAGS, 0) else {
-            return;
-        };
-        if sys::flock(fd, sys::LOCK_EX | sys::LOCK_NB).is_ok() {
+        if ours && (n.ends_with(b".tmp") || n.ends_with(b".stale")) {
             out::debug(&[b"removing abandoned ", n]);
             remove_tree(root.fd, name, 0);
         }
-        sys::close(fd);
     });
     sys::close(listing);
 }

@@ -61,21 +61,34 @@ fn run(args: &Args) -> Result<core::convert::Infallible, Fail> {
         .map_err(|_| damaged("damaged payload (run table)", &own))?;
 
     // 3. Find the bundle dir in the cache, or where to extract it, or run from memory.
-    let placement = match args.env(b"TOTE_MODE") {
+    let mut placement = match args.env(b"TOTE_MODE") {
         Some(b"memory") => Placement::Memory,
-        _ => cache::locate(args, &trailer)?,
+        None | Some(b"") => cache::locate(args, &trailer, 0)?,
+        Some(other) => {
+            let what = "unknown TOTE_MODE (the one mode is memory)";
+            return Err(Fail::new(Failure::CacheDir, what, other, None));
+        }
     };
 
-    // 4. Extract unless the bundle is complete already, and start the program: in place, or
-    //    as the child of a minimal init when PID 1.
-    let bundle = match placement {
-        Placement::Cached(dir) => dir,
-        Placement::Extract(root) => {
-            extract::extract(&own, &trailer, &root, args.random())?;
-            sys::close(root.fd);
-            root.bundle
+    // 4. Extract unless the bundle is complete already (in the next root when one is too
+    //    full), and start the program: in place, or as the child of a minimal init when PID 1.
+    let bundle = loop {
+        match placement {
+            Placement::Cached(dir) => break dir,
+            Placement::Extract(root) => {
+                let extracted = extract::extract(&own, &trailer, &root, args.random());
+                sys::close(root.fd);
+                match (extracted, root.next) {
+                    (Ok(()), _) => break root.bundle,
+                    (Err(f), Some(next)) if f.is_out_of_room() => {
+                        out::debug(&[b"no room left in ", root.path.bytes()]);
+                        placement = cache::locate(args, &trailer, next)?;
+                    }
+                    (Err(f), _) => return Err(f),
+                }
+            }
+            Placement::Memory => return memory::run(args, &own, &trailer, &run),
         }
-        Placement::Memory => return memory::run(args, &own, &trailer, &run),
     };
     sys::close(own.fd);
     program::start(args, &run, &bundle)

@@ -16,7 +16,7 @@ use crate::data::{self, Payload, EBADMSG};
 use crate::extract::apply_patches;
 use crate::out::{self, Fail, Failure, Line};
 use crate::path::{cstr_in, PATH_MAX};
-use crate::payload::{Program, RunTable, Trailer};
+use crate::payload::{Program, RunTable, Trailer, Var, ROOT_TOKEN};
 use crate::program::{self, Environment, Executable, OwnFile};
 use crate::sys::{self, Errno, O_CLOEXEC, O_DIRECTORY, O_RDONLY};
 
@@ -55,6 +55,7 @@ pub fn run(
         }
     }
     out::debug(&[b"running from memory: ", program.path]);
+    warn_unset(args, run);
     let files = load(own, t, &program)?;
     let env = Environment::new(args, run, None)?;
     if program.interpreter.is_empty() {
@@ -68,6 +69,23 @@ pub fn run(
     let argv = loader_argv(args, &files, program.libraries.len())
         .map_err(|e| fail("cannot build arguments", program.path, Some(e)))?;
     program::launch(args, &Executable::Memory(files.interpreter), argv, env.envp)
+}
+
+/// Says which variables naming the bundle's files cannot be set in this mode: the program
+/// will likely not find its data (Python its standard library, git its helpers).
+fn warn_unset(args: &Args, run: &RunTable) {
+    let names_dir = |v: &Var| v.value.windows(ROOT_TOKEN.len()).any(|w| w == ROOT_TOKEN);
+    for v in run
+        .vars()
+        .filter(|v| names_dir(v) && args.env(v.name).is_none())
+    {
+        let mut l = Line::new();
+        l.push(b"tote: running from memory (no usable cache dir): ");
+        l.push(v.name);
+        l.push(b" cannot point into the bundle; the program may not find its files");
+        l.end();
+        let _ = sys::write_all(2, l.bytes());
+    }
 }
 
 fn fail(what: &'static str, path: &[u8], e: Option<Errno>) -> Fail {
@@ -163,10 +181,22 @@ fn memory_file(path: &[u8], executed: bool) -> Result<i32, Fail> {
     } else {
         sys::memfd_create(name, 0)
     };
-    made.map_err(|e| match e {
+    let fd = made.map_err(|e| match e {
         sys::EACCES => fail("executable memory files are forbidden here", path, Some(e)),
         e => fail("cannot create a memory file", path, Some(e)),
-    })
+    })?;
+    above_standard(fd, executed).map_err(|e| fail("cannot create a memory file", path, Some(e)))
+}
+
+/// `fd` moved to 3 or above when it took the place of a closed stdin, stdout or stderr: the
+/// program must find those closed as they were, not writing into its own libraries.
+fn above_standard(fd: i32, cloexec: bool) -> sys::Result<i32> {
+    if fd > 2 {
+        return Ok(fd);
+    }
+    let moved = sys::dup_at_least(fd, 3, cloexec);
+    sys::close(fd);
+    moved
 }
 
 /// The loader's argv: `ARGV0 --argv0 ARGV0 [--preload LIBS] /proc/self/fd/P ARGS...`, in

@@ -47,6 +47,13 @@ impl Fail {
         }
     }
 
+    /// Whether the failure is a file system out of space or inodes, or a quota reached.
+    pub fn is_out_of_room(&self) -> bool {
+        const ENOSPC: i32 = 28;
+        const EDQUOT: i32 = 122;
+        matches!(self.errno, Some(Errno(ENOSPC | EDQUOT)))
+    }
+
     /// Prints the message and exits with the failure's code.
     pub fn report(&self) -> ! {
         let mut l = Line::new();
@@ -58,7 +65,7 @@ impl Fail {
             l.push(b": ");
             push_errno(&mut l, e);
         }
-        l.push(b"\n");
+        l.end();
         let _ = sys::write_all(2, l.bytes());
         sys::exit(self.kind as i32)
     }
@@ -84,7 +91,7 @@ pub fn debug(parts: &[&[u8]]) {
     for p in parts {
         l.push(p);
     }
-    l.push(b"\n");
+    l.end();
     let _ = sys::write_all(2, l.bytes());
 }
 
@@ -121,6 +128,14 @@ impl Line {
             }
         }
         self.push(&digits[i..]);
+    }
+
+    /// Ends the line with a newline, in place of its last byte when it is full.
+    pub fn end(&mut self) {
+        if self.len == self.buf.len() {
+            self.len -= 1;
+        }
+        self.push(b"\n");
     }
 
     pub fn bytes(&self) -> &[u8] {

@@ -9,7 +9,6 @@ use core::ffi::CStr;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Errno(pub i32);
 
-pub const ENOENT: Errno = Errno(2);
 pub const EINTR: Errno = Errno(4);
 pub const EACCES: Errno = Errno(13);
 pub const EEXIST: Errno = Errno(17);
@@ -167,31 +166,30 @@ pub struct Stat {
     pub mode: u32,
     pub uid: u32,
     pub size: u64,
-    /// The number of hard links: 0 once a dir has been removed.
-    pub nlink: u32,
 }
 
 pub const S_IFMT: u32 = 0o170000;
 pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFLNK: u32 = 0o120000;
+pub const S_ISVTX: u32 = 0o1000;
 
-/// statx of `p` relative to `dir` with `flags`, reading type, mode, links, owner and size.
+/// statx of `p` relative to `dir` with `flags`, reading type, mode, owner and size.
 fn statx(dir: i32, p: &CStr, flags: usize) -> Result<Stat> {
-    const STATX_TYPE_MODE_NLINK_UID_SIZE: usize = 0x1 | 0x2 | 0x4 | 0x8 | 0x200;
-    // struct statx is 256 bytes: stx_nlink is the u32 at byte 16, stx_uid the u32 at byte 20,
-    // stx_mode the u16 at byte 28, stx_size the u64 at byte 40.
+    const STATX_TYPE_MODE_UID_SIZE: usize = 0x1 | 0x2 | 0x8 | 0x200;
+    // struct statx is 256 bytes: stx_uid is the u32 at byte 20, stx_mode the u16 at byte 28,
+    // stx_size the u64 at byte 40.
     let mut b = [0u8; 256];
     let a = [
         dir as usize,
         path(p),
         flags,
-        STATX_TYPE_MODE_NLINK_UID_SIZE,
+        STATX_TYPE_MODE_UID_SIZE,
         b.as_mut_ptr() as usize,
         0,
     ];
     // SAFETY: `p` is NUL-terminated; `b` is the size of struct statx; both outlive the call.
     check(unsafe { syscall(arch::SYS_STATX, a) })?;
     Ok(Stat {
-        nlink: u32::from_le_bytes([b[16], b[17], b[18], b[19]]),
         uid: u32::from_le_bytes([b[20], b[21], b[22], b[23]]),
         mode: u16::from_le_bytes([b[28], b[29]]) as u32,
         size: u64::from_le_bytes([b[40], b[41], b[42], b[43], b[44], b[45], b[46], b[47]]),
@@ -237,6 +235,11 @@ pub fn memfd_create(name: &CStr, flags: usize) -> Result<i32> {
         .map(|fd| fd as i32)
 }
 
+/// The status of `p`, following symlinks.
+pub fn stat(p: &CStr) -> Result<Stat> {
+    statx(AT_FDCWD, p, 0)
+}
+
 /// The status of `p` itself (a symlink is not followed).
 pub fn stat_nofollow(p: &CStr) -> Result<Stat> {
     const AT_SYMLINK_NOFOLLOW: usize = 0x100;
@@ -263,6 +266,21 @@ pub fn getdents64(fd: i32, buf: &mut [u8]) -> Result<usize> {
             [fd as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
         )
     })
+}
+
+/// A duplicate of `fd` numbered `lowest` or above, closed on exec when `cloexec`.
+pub fn dup_at_least(fd: i32, lowest: i32, cloexec: bool) -> Result<i32> {
+    const F_DUPFD: usize = 0;
+    const F_DUPFD_CLOEXEC: usize = 1030;
+    let cmd = if cloexec { F_DUPFD_CLOEXEC } else { F_DUPFD };
+    // SAFETY: no pointer is passed.
+    check(unsafe {
+        syscall(
+            arch::SYS_FCNTL,
+            [fd as usize, cmd, lowest as usize, 0, 0, 0],
+        )
+    })
+    .map(|fd| fd as i32)
 }
 
 pub fn flock(fd: i32, op: usize) -> Result<()> {

@@ -33,6 +33,7 @@ pub const SYS_CLONE: usize = 56;
 pub const SYS_EXECVE: usize = 59;
 pub const SYS_WAIT4: usize = 61;
 pub const SYS_KILL: usize = 62;
+pub const SYS_FCNTL: usize = 72;
 pub const SYS_FLOCK: usize = 73;
 pub const SYS_GETEUID: usize = 107;
 pub const SYS_RT_SIGTIMEDWAIT: usize = 128;
