@@ -161,9 +161,9 @@ impl Bundle {
 
     /// Writes launcher stub and payload to `output`, through a temporary file in its dir.
     /// `level` is xz's preset, 0 to 9; 9 is also "extreme".
-    pub fn write(&self, output: &Path, level: u32) -> Result<()> {
+    pub fn write(&self, output: &Path, level: u32, streams: usize) -> Result<()> {
         let dir = output_dir(output)?;
-        let payload = self.encode(level)?;
+        let payload = self.encode(level, streams)?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".tote-")
             .tempfile_in(dir)
@@ -180,8 +180,8 @@ impl Bundle {
 
     /// The payload: data, index, run table and trailer, with offsets counted from the end of
     /// the stub.
-    fn encode(&self, level: u32) -> Result<Vec<u8>> {
-        let groups = stream_groups(&self.files);
+    fn encode(&self, level: u32, streams: usize) -> Result<Vec<u8>> {
+        let groups = stream_groups(&self.files, streams);
         let parts: Vec<Result<(Stream, Vec<u8>)>> = std::thread::scope(|scope| {
             let workers: Vec<_> = groups
                 .iter()
@@ -516,45 +516,30 @@ fn parents(path: &str) -> Vec<String> {
         .collect()
 }
 
-/// The LZMA2 dictionary: the smallest power of two holding all the data, from 64 KiB to the
-/// 64 MiB of xz's highest preset.
-/// The raw bytes one stream should hold at least: a payload is split in about this many bytes
-/// per stream, up to `MAX_STREAMS_USED` streams. Each split costs about 2% of size; below this
-/// (jq's closure is 3.9 MiB) one stream is the smaller file and the extra start time small.
+/// The raw bytes a stream holds at least: `--streams` splits no further than this.
 const STREAM_BYTES: usize = 4 << 20;
-/// More streams decode faster on more cores but compress worse: a few are enough.
-const MAX_STREAMS_USED: usize = 4;
 
-/// Splits the files into groups of about the same raw size, as many as the payload is worth
-/// (one per `STREAM_BYTES`, at most `MAX_STREAMS_USED`): the largest file first, each into
-/// the group holding the fewest bytes so far; each group keeps the files' order. A file is
-/// never split, so each stream can be decoded on its own into whole files. The split depends
-/// on the files alone, so the output is the same on every machine.
-fn stream_groups(files: &[File]) -> Vec<Vec<&File>> {
+/// Splits the files, in order, into `streams` groups of about the same raw size, fewer when
+/// the payload is small (one per `STREAM_BYTES` at most). Neighbouring files stay
+/// together (similar files compress best in one stream), and a file is never split, so each
+/// stream can be decoded on its own into whole files. The split depends on the files alone,
+/// so the output is the same on every machine.
+fn stream_groups(files: &[File], streams: usize) -> Vec<Vec<&File>> {
     let total: usize = files.iter().map(|f| f.bytes.len()).sum();
-    let wanted = total
-        .div_ceil(STREAM_BYTES)
-        .clamp(1, MAX_STREAMS_USED)
-        .min(files.len());
-    let mut by_size: Vec<usize> = (0..files.len()).collect();
-    by_size.sort_by_key(|&i| (std::cmp::Reverse(files[i].bytes.len()), i));
-    let mut load = vec![0usize; wanted];
-    let mut owner = vec![0usize; files.len()];
-    for i in by_size {
-        let group = (0..wanted).min_by_key(|&g| (load[g], g)).unwrap_or(0);
-        load[group] += files[i].bytes.len();
-        owner[i] = group;
+    let wanted = total.div_ceil(STREAM_BYTES).clamp(1, streams.max(1));
+    let mut groups: Vec<Vec<&File>> = vec![Vec::new()];
+    let mut done = 0;
+    for f in files {
+        let boundary = total * groups.len() / wanted;
+        let current = groups.last_mut().expect("one group at least");
+        if done >= boundary && !current.is_empty() && groups.len() < wanted {
+            groups.push(Vec::new());
+        }
+        groups.last_mut().expect("one group at least").push(f);
+        done += f.bytes.len();
     }
-    (0..wanted)
-        .map(|g| {
-            files
-                .iter()
-                .zip(&owner)
-                .filter(|(_, o)| **o == g)
-                .map(|(f, _)| f)
-                .collect()
-        })
-        .collect()
+    groups.retain(|g| !g.is_empty());
+    groups
 }
 
 /// One group of files compressed as one stream.
@@ -571,6 +556,8 @@ fn compress_group(group: &[&File], level: u32) -> Result<(Stream, Vec<u8>)> {
     Ok((stream, data))
 }
 
+/// The LZMA2 dictionary: the smallest power of two holding all the data, from 64 KiB to the
+/// 64 MiB of xz's highest preset.
 fn dict_size(raw_len: usize) -> u32 {
     (raw_len.max(1) as u32)
         .next_power_of_two()

@@ -115,6 +115,11 @@ struct PackArgs {
     /// xz compression level, 0 (fast) to 9 (smallest).
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(0..=9))]
     level: u32,
+    /// Compress in up to N independent streams (at least 4 MiB each), which the first start
+    /// decodes at the same time on N cores. Each split costs size: 2% for jq's closure, 14% at
+    /// 4 streams for python3's (its standard library repeats itself across files).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    streams: u16,
 }
 
 fn main() {
@@ -179,7 +184,7 @@ fn pack(args: &PackArgs) -> Result<()> {
     let mut plan = plan_from(args)?;
     let (objects, closure) = resolve_all(&mut plan, !args.no_builtin)?;
     let bundle = bundle::Bundle::new(&plan, &objects, &closure)?;
-    bundle.write(&args.output, args.level)
+    bundle.write(&args.output, args.level, args.streams as usize)
 }
 
 /// The plan the command line asks for: programs, variables, added files and libraries, and

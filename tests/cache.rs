@@ -310,7 +310,7 @@ fn a_payload_of_several_streams_extracts_every_file_whole() {
     let mut pack = common::tote::tote();
     pack.arg("pack")
         .arg(common::fixtures::program("args_env"))
-        .args(["--level", "0", "-o"])
+        .args(["--level", "0", "--streams", "4", "-o"])
         .arg(&packed);
     for a in &adds {
         pack.arg("--add").arg(a);

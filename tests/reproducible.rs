@@ -17,7 +17,7 @@ fn pack_on(cpus: &str, adds: &[PathBuf], output: &Path) {
         .arg(env!("CARGO_BIN_EXE_tote"))
         .arg("pack")
         .arg(common::fixtures::program("args_env"))
-        .args(["--level", "1", "-o"])
+        .args(["--level", "1", "--streams", "4", "-o"])
         .arg(output);
     for a in adds {
         command.arg("--add").arg(a);

@@ -1,9 +1,10 @@
 //! Cold start: turns the payload into a bundle dir under a cache root. Everything happens
-//! relative to the root's open dir and never follows a symlink: the entries are written into a
-//! temporary dir beside the final one, held by a lock, each compressed stream decoded by a
-//! process of its own, the patches written, the completion marker last, and the dir is
-//! published with one rename. A process killed on the way leaves a
-//! temporary dir whose lock is gone: the next cold start of the same bundle removes it.
+//! relative to the root's open dir and never follows a symlink. One extraction at a time holds
+//! the root's lock: it checks whether another start published the bundle while it waited,
+//! removes what killed extractions left, writes the entries into a temporary dir beside the
+//! final one (each compressed stream decoded by a process of its own), the patches, the
+//! completion marker last, and publishes the dir with one rename. A process killed on the way
+//! leaves a temporary dir, which no start runs and the next extraction removes.
 
 use crate::cache::{self, Root};
 use crate::data::{self, Decoder, Payload, EBADMSG};
