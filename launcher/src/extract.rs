@@ -26,6 +26,8 @@ const ENAMETOOLONG: Errno = Errno(36);
 /// Extracts the payload of the file open at `own` into `root`'s bundle dir. `random` names
 /// the temporary dir. Returns once the bundle is complete, whether this process or a
 /// concurrent one published it.
+// Kept out of line: its frame is large, and the warm path must not pay for it.
+#[inline(never)]
 pub fn extract(own: &OwnFile, t: &Trailer, root: &Root, random: [u8; 16]) -> Result<(), Fail> {
     let payload = Payload::open(own, t)?;
     let index = payload.index(own)?;

@@ -307,6 +307,15 @@ pub fn mmap(len: usize, fd: Option<i32>) -> Result<*mut u8> {
     check(unsafe { syscall(arch::SYS_MMAP, [0, len, prot, flags, fd, 0]) }).map(|a| a as *mut u8)
 }
 
+/// Maps `len` bytes of the file at `fd` from `offset` (a multiple of the page size) read-only.
+pub fn mmap_file(fd: i32, offset: u64, len: usize) -> Result<*const u8> {
+    const PROT_READ: usize = 1;
+    const MAP_PRIVATE: usize = 2;
+    let a = [0, len, PROT_READ, MAP_PRIVATE, fd as usize, offset as usize];
+    // SAFETY: a fresh mapping chosen by the kernel (address 0) touches no existing memory.
+    check(unsafe { syscall(arch::SYS_MMAP, a) }).map(|a| a as *const u8)
+}
+
 /// # Safety
 /// `addr` and `len` must describe a mapping from `mmap` that nothing references any more.
 pub unsafe fn munmap(addr: *mut u8, len: usize) {
