@@ -284,7 +284,8 @@ fn write_file(dirs: &mut Dirs, e: &Entry, decoder: &mut Decoder, bundle: &Path) 
     let fd = sys::openat(at, leaf, flags, e.mode & 0o777)?;
     let r = decoder
         .copy_to(Some(fd), e.size)
-        .and_then(|()| apply_patches(fd, e, bundle.bytes()));
+        .and_then(|()| apply_patches(fd, e, bundle.bytes()))
+        .and_then(|()| sys::set_mtime(fd, e.mtime));
     sys::close(fd);
     r
 }
