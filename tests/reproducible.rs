@@ -1,10 +1,13 @@
 //! Packing is reproducible: the same program packed twice gives the same bytes, whatever the
 //! number of cores the packer may use (compression threads and stream split must not show).
+//! So for every format: jq packed as a dir, tar or OCI archive (each layout) on one core and
+//! on all gives the same tree or bytes, every entry at `SOURCE_DATE_EPOCH`.
 
 mod common;
 
 use common::outcome::capture;
 use common::tote::tote;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -70,4 +73,116 @@ fn packing_twice_gives_the_same_bytes_on_one_core_or_all() {
         read(&one) == read(&every),
         "a pack on one core differs from one on all cores"
     );
+}
+
+/// The time every entry of an image gets in these tests.
+const EPOCH: u64 = 1_700_000_000;
+
+/// Packs jq with `args` into `output`, on the CPUs in `cpus`, with `SOURCE_DATE_EPOCH` set.
+fn pack_jq_on(cpus: &str, args: &[&str], output: &Path) {
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", cpus])
+        .arg(env!("CARGO_BIN_EXE_tote"))
+        .args(["pack", "/usr/bin/jq"])
+        .args(args)
+        .arg("-o")
+        .arg(output)
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string());
+    let run = capture(&mut command, b"");
+    assert!(run.success(), "tote pack jq {args:?}: {}", run.describe());
+}
+
+fn all_cpus() -> String {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("0-{}", n - 1)
+}
+
+/// Everything a dir tree shows of itself: each entry's path, kind, mode, mtime, and its
+/// bytes or symlink target. The root comes first, as `""`.
+fn tree_of(root: &Path) -> Vec<(String, u32, i64, Vec<u8>)> {
+    walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| {
+            let e = e.expect("a readable tree");
+            let meta = e.path().symlink_metadata().expect("an entry");
+            let rel = e.path().strip_prefix(root).expect("below the root");
+            let content = if meta.file_type().is_symlink() {
+                std::fs::read_link(e.path())
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if meta.is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else {
+                Vec::new()
+            };
+            (
+                rel.to_string_lossy().into_owned(),
+                meta.mode(),
+                meta.mtime(),
+                content,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_image_format_packs_twice_to_the_same_bytes() {
+    let dir = common::temp_dir();
+    let cases: &[(&str, &[&str])] = &[
+        ("tar", &["--format", "tar"]),
+        ("tar-prefix", &["--format", "tar", "--prefix", "/opt/jq"]),
+        (
+            "oci",
+            &["--format", "oci", "--tag", "jq:1", "--passwd", "--ca-certs"],
+        ),
+        ("oci-prefix", &["--format", "oci", "--prefix", "/opt/jq"]),
+        (
+            "oci-file",
+            &["--format", "oci", "--oci-layout", "file", "--streams", "4"],
+        ),
+    ];
+    for (name, args) in cases {
+        let (one, every) = (
+            dir.path().join(format!("{name}-1")),
+            dir.path().join(format!("{name}-all")),
+        );
+        pack_jq_on("0", args, &one);
+        pack_jq_on(&all_cpus(), args, &every);
+        let read = |p: &Path| std::fs::read(p).expect("a packed image");
+        assert!(read(&one) == read(&every), "{name}: two packs differ");
+    }
+    let tarball = std::fs::read(dir.path().join("tar-1")).unwrap();
+    let mut archive = tar::Archive::new(tarball.as_slice());
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let h = entry.header();
+        let what = entry.path().unwrap().display().to_string();
+        assert_eq!(h.mtime().unwrap(), EPOCH, "{what}");
+        assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0), "{what}");
+    }
+}
+
+#[test]
+fn a_dir_packs_twice_to_the_same_tree() {
+    let dir = common::temp_dir();
+    for args in [
+        &["--format", "dir"][..],
+        &["--format", "dir", "--prefix", "/opt/jq"],
+    ] {
+        let (one, every) = (dir.path().join("one"), dir.path().join("every"));
+        pack_jq_on("0", args, &one);
+        pack_jq_on(&all_cpus(), args, &every);
+        let (a, b) = (tree_of(&one), tree_of(&every));
+        assert!(a.len() > 10, "{args:?}: a tree of {} entries", a.len());
+        assert!(a == b, "{args:?}: two trees differ");
+        assert!(
+            a.iter().all(|e| e.2 == EPOCH as i64),
+            "{args:?}: an mtime is not {EPOCH}"
+        );
+        std::fs::remove_dir_all(&one).unwrap();
+        std::fs::remove_dir_all(&every).unwrap();
+    }
 }
