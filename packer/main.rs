@@ -137,7 +137,8 @@ struct PackArgs {
     #[arg(long, value_name = "NAME")]
     lib: Vec<String>,
     /// Set a variable for the program at run time, unless it is set already. `${TOTE_ROOT}`
-    /// in VALUE is the bundle's root dir on the host where it runs.
+    /// in VALUE is the bundle's root dir on the host where it runs; in an image config's Env,
+    /// `/` or the prefix.
     #[arg(long, value_name = "NAME=VALUE")]
     env: Vec<String>,
     /// Leave out the built-in knowledge of what common programs load at run time.

@@ -5,6 +5,11 @@
 //! PT_INTERP path and the loader every library under the name it asks for. An absolute
 //! symlink target is stored relative to the link, so the tree means the same wherever it is
 //! unpacked.
+//!
+//! Not handled: the tree has no `/etc/ld.so.cache`, so a library the host finds only through
+//! `/etc/ld.so.conf` (outside the loader's default dirs and every rpath) is not found in the
+//! image. It can go when the tree gets a cache written for its own libraries; until then
+//! `--prefix`, whose programs name every library dir, is the way (the README says so).
 
 use crate::closure::{Closure, Member};
 use crate::plan::{normalize, relative_link, Plan};
