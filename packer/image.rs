@@ -93,7 +93,7 @@ impl Request {
         for (flag, given) in images_only {
             if given && g.format == Format::File {
                 return usage(format!(
-                    "{flag} needs --format dir, tar or oci (a tote file has no fixed place)"
+                    "{flag} needs --format dir, tar or oci: it shapes an image's files"
                 ));
             }
         }
@@ -241,6 +241,7 @@ pub fn write(
             let tar = laid.tree.write_tar(Vec::new(), time)?;
             output::write_file(output, &[&tar], 0o666 & !output::umask())
         }
+        // `main` writes a tote file itself; only the OCI archive is left.
         Format::Oci | Format::File => {
             let settings = crate::oci::Settings {
                 entrypoint: vec![laid.entrypoint],
