@@ -368,13 +368,19 @@ fn add_extras(req: &Request, laid: &mut Laid) -> Result<()> {
     Ok(())
 }
 
+/// The latest time a tar header holds in its 11 octal digits (the year 2242).
+const LATEST: u64 = 0o77777777777;
+
 /// `SOURCE_DATE_EPOCH` when set, else 0: the time of every entry and of the image.
 fn source_date_epoch() -> Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(text) => text.trim().parse().ok().with_context(|| {
-            format!("SOURCE_DATE_EPOCH={text}: not a whole number of seconds since 1970")
-        }),
-        Err(_) => Ok(0),
+    let Ok(text) = std::env::var("SOURCE_DATE_EPOCH") else {
+        return Ok(0);
+    };
+    match text.trim().parse() {
+        Ok(seconds) if seconds <= LATEST => Ok(seconds),
+        _ => anyhow::bail!(
+            "SOURCE_DATE_EPOCH={text}: not a whole number of seconds from 1970 to {LATEST}"
+        ),
     }
 }
 

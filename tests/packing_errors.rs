@@ -316,3 +316,30 @@ fn an_existing_output_of_the_wrong_kind_is_refused_and_kept() {
     );
     failures.finish();
 }
+
+/// A `SOURCE_DATE_EPOCH` that is not a time a tar can hold is one line naming it, and
+/// nothing is written.
+#[test]
+fn a_bad_source_date_epoch_is_refused() {
+    let program = common::fixtures::program("exit_code");
+    for bad in ["yesterday", "-1", "99999999999999"] {
+        let dir = common::temp_dir();
+        let run = capture(
+            tote()
+                .arg("pack")
+                .arg(&program)
+                .args(["--format", "tar", "-o"])
+                .arg(dir.path().join("out.tar"))
+                .env("SOURCE_DATE_EPOCH", bad),
+            b"",
+        );
+        let lines = run.stderr_lines();
+        assert_eq!(run.status, Status::Code(1), "{}", run.describe());
+        assert!(
+            lines.len() == 1 && lines[0].starts_with(&format!("tote: SOURCE_DATE_EPOCH={bad}: ")),
+            "{}",
+            run.describe()
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
