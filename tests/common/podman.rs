@@ -55,6 +55,12 @@ impl Image {
         Image { name }
     }
 
+    /// An image podman holds already (built by a test with `podman build`), removed when
+    /// dropped like the others.
+    pub fn adopt(name: String) -> Image {
+        Image { name }
+    }
+
     /// `podman import TARBALL`: an image whose file system is the tarball, no config.
     pub fn import(tag: &str, tarball: &Path) -> Image {
         let name = unique_name("image", tag);
