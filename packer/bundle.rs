@@ -1,20 +1,22 @@
 //! The bundle: turns a plan and its closure into index entries and file contents (rewriting
-//! each ELF object for its role), then writes the tote file: launcher stub, compressed data, index, run table,
-//! trailer. The output is written to a temporary file beside it and renamed into place, so it
-//! is never left half-written.
+//! each ELF object for its role), then writes the tote file: launcher stub, compressed data,
+//! index, run table, trailer (written by `output`, never half). The same bundle laid out under
+//! a prefix, its slots filled in at pack time, is an image tree.
 
 use crate::closure::{Closure, Member};
+use crate::output;
 use crate::payload::{
     self, Entry, Index, Patch, Paths, Program, RunTable, Sink, Stream, Trailer, Var,
 };
 use crate::plan::{relative_link, relative_way, Plan};
+use crate::progress::Progress;
 use crate::rewrite::{self, Role, Slot};
+use crate::tree::{Node, Tree};
 use anyhow::{bail, Context, Result};
 use log::{debug, info};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The launcher stub, built by `build.rs`.
@@ -165,30 +167,77 @@ impl Bundle {
     /// Writes launcher stub and payload to `output`, through a temporary file in its dir.
     /// `level` is xz's preset, 0 to 9; 9 is also "extreme".
     pub fn write(&self, output: &Path, level: u32, streams: usize) -> Result<()> {
-        let dir = output_dir(output)?;
         let payload = self.encode(level, streams)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tote-")
-            .tempfile_in(dir)
-            .map_err(|e| crate::elf::io_error(dir, &e).context("cannot create a file there"))?;
-        tmp.write_all(STUB)?;
-        tmp.write_all(&payload)?;
-        let mode = std::fs::Permissions::from_mode(0o777 & !umask());
-        tmp.as_file().set_permissions(mode)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(output)
-            .map_err(|e| crate::elf::io_error(output, &e.error))?;
-        Ok(())
+        output::write_file(output, &[STUB, &payload], 0o777 & !output::umask())
+    }
+
+    /// The whole tote file: launcher stub and payload.
+    pub fn file_bytes(&self, level: u32, streams: usize) -> Result<Vec<u8>> {
+        let payload = self.encode(level, streams)?;
+        Ok([STUB, &payload].concat())
+    }
+
+    /// The bundle laid out under the absolute dir `root`, as `tote extract` would write it
+    /// there: the slots of every executable filled in for `root`.
+    pub fn tree_at(&self, root: &Path) -> Result<Tree> {
+        let text = root
+            .to_str()
+            .with_context(|| format!("{}: path is not UTF-8", root.display()))?;
+        let mut tree = Tree::new();
+        for f in &self.files {
+            let mut bytes = f.bytes.clone();
+            for s in &f.slots {
+                let filled = crate::unpack::fill(&s.template, text.as_bytes());
+                if filled.len() >= s.capacity as usize {
+                    bail!("{text}: too long a prefix for the paths of {}", f.path);
+                }
+                let at = s.offset as usize;
+                bytes[at..at + s.capacity as usize].fill(0);
+                bytes[at..at + filled.len()].copy_from_slice(&filled);
+            }
+            tree.add(
+                &root.join(&f.path),
+                Node::File {
+                    mode: f.mode,
+                    bytes,
+                    mtime: Some(f.mtime),
+                },
+            )?;
+        }
+        for l in &self.links {
+            tree.add(&root.join(&l.path), Node::Symlink(l.target.clone()))?;
+        }
+        Ok(tree)
+    }
+
+    /// The variables to set, with `ROOT_TOKEN` in their values as `root`.
+    pub fn vars_at(&self, root: &str) -> Vec<(String, String)> {
+        self.vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.replace(root_token(), root)))
+            .collect()
+    }
+
+    /// Each program's name and path relative to the bundle root.
+    pub fn programs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.programs
+            .iter()
+            .map(|p| (p.name.as_str(), p.path.as_str()))
     }
 
     /// The payload: data, index, run table and trailer, with offsets counted from the end of
     /// the stub.
     fn encode(&self, level: u32, streams: usize) -> Result<Vec<u8>> {
         let groups = stream_groups(&self.files, streams);
+        let total = self.files.iter().map(|f| f.bytes.len() as u64).sum();
+        let progress = Progress::new(total, "compressing");
         let parts: Vec<Result<(Stream, Vec<u8>)>> = std::thread::scope(|scope| {
             let workers: Vec<_> = groups
                 .iter()
-                .map(|group| scope.spawn(move || compress_group(group, level)))
+                .map(|group| {
+                    let progress = &progress;
+                    scope.spawn(move || compress_group(group, level, progress))
+                })
                 .collect();
             workers
                 .into_iter()
@@ -323,40 +372,6 @@ impl Bundle {
         }
         Ok(out.0)
     }
-}
-
-/// The dir `output` goes in, checked before any work: it must exist, and `output` must be
-/// new or a regular file (a device, a FIFO or a symlink would be replaced by the rename).
-fn output_dir(output: &Path) -> Result<&Path> {
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if dir.exists() && !dir.is_dir() {
-        bail!("{}: not a directory", dir.display());
-    }
-    if !dir.is_dir() {
-        bail!(
-            "{}: no such directory to write {} in",
-            dir.display(),
-            output.display()
-        );
-    }
-    if std::fs::symlink_metadata(output).is_ok_and(|m| !m.is_file()) {
-        bail!(
-            "{}: exists and is not a regular file; tote writes only regular files",
-            output.display()
-        );
-    }
-    Ok(dir)
-}
-
-/// The process's file mode creation mask.
-fn umask() -> u32 {
-    use nix::sys::stat::{umask, Mode};
-    let mask = umask(Mode::empty());
-    umask(mask);
-    mask.bits()
 }
 
 /// A growable byte buffer the format's encoders write to.
@@ -553,10 +568,10 @@ fn stream_groups(files: &[File], streams: usize) -> Vec<Vec<&File>> {
 }
 
 /// One group of files compressed as one stream.
-fn compress_group(group: &[&File], level: u32) -> Result<(Stream, Vec<u8>)> {
+fn compress_group(group: &[&File], level: u32, progress: &Progress) -> Result<(Stream, Vec<u8>)> {
     let raw: Vec<u8> = group.iter().flat_map(|f| f.bytes.iter().copied()).collect();
     let dict_size = dict_size(raw.len());
-    let data = compress(&raw, dict_size, level)?;
+    let data = compress(&raw, dict_size, level, progress)?;
     let stream = Stream {
         data_len: data.len() as u64,
         raw_len: raw.len() as u64,
@@ -576,8 +591,8 @@ fn dict_size(raw_len: usize) -> u32 {
 
 /// xz with the x86 branch filter before LZMA2 (preset `level`, extreme at 9), through liblzma's
 /// multi-threaded encoder with a fixed block size, so the bytes are the same whatever the
-/// number of threads.
-fn compress(raw: &[u8], dict_size: u32, level: u32) -> Result<Vec<u8>> {
+/// number of threads. The input goes in by pieces, each counted on `progress`.
+fn compress(raw: &[u8], dict_size: u32, level: u32, progress: &Progress) -> Result<Vec<u8>> {
     use xz2::stream::{Check, Filters, LzmaOptions, MtStreamBuilder};
     /// liblzma's LZMA_PRESET_EXTREME flag, which xz2 does not name.
     const PRESET_EXTREME: u32 = 1 << 31;
@@ -600,7 +615,10 @@ fn compress(raw: &[u8], dict_size: u32, level: u32) -> Result<Vec<u8>> {
         .context("cannot start the xz encoder")?;
     let mut out = Vec::with_capacity(raw.len() / 3);
     let mut enc = xz2::write::XzEncoder::new_stream(&mut out, stream);
-    enc.write_all(raw)?;
+    for piece in raw.chunks(1 << 20) {
+        enc.write_all(piece)?;
+        progress.add(piece.len() as u64);
+    }
     enc.finish()?;
     Ok(out)
 }

@@ -1,12 +1,17 @@
 //! `tote`: packs a dynamically linked Linux program and its whole library closure into one
-//! self-contained executable file. This file owns the command line, logging, the error
-//! format (`tote: ...`, one line, exit 1) and the order of the packing steps.
+//! self-contained executable file, or into an image (a root file system tree, a tar, an OCI
+//! archive). This file owns the command line, logging, the error format (`tote: ...`, one
+//! line; exit 1, or 2 for a usage error) and the order of the packing steps.
 
 mod bundle;
 mod closure;
 mod detect;
 mod elf;
+mod image;
 mod inspect;
+mod mirror;
+mod oci;
+mod output;
 // The reading half of the format is the launcher's; the packer reads only in its tests.
 #[allow(dead_code)]
 #[path = "../launcher/src/payload.rs"]
@@ -14,14 +19,17 @@ mod payload;
 #[cfg(test)]
 mod payload_fuzz;
 mod plan;
+mod progress;
 mod recipes;
 mod rewrite;
 mod trace;
+mod tree;
 mod unpack;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use closure::{Member, Root};
+use image::{Format, OciLayout};
 use plan::Plan;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -31,7 +39,9 @@ use std::time::Duration;
 #[command(
     name = "tote",
     version,
-    about = "Pack a Linux program and its libraries into one file that runs anywhere"
+    about = "Pack a Linux program and its libraries into one file that runs anywhere, or into \
+             a container image",
+    after_help = "Exit status: 0 done, 1 error (one `tote: ...` line on stderr), 2 usage error."
 )]
 struct Cli {
     /// Say more: -v the decisions (why each library path), -vv every file.
@@ -43,7 +53,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Pack PROGRAM (a path, or a name looked up on PATH) into one executable file.
+    /// Pack PROGRAM (a path, or a name looked up on PATH) into one executable file, or an
+    /// image (--format).
     #[command(after_help = PACK_EXAMPLES)]
     Pack(PackArgs),
     /// Show what a tote file holds: launcher, programs, variables, every entry, totals, and
@@ -73,7 +84,15 @@ const PACK_EXAMPLES: &str = "Examples:
   tote pack app --add /usr/share/app -o app --env APP_DATA='${TOTE_ROOT}/usr/share/app'
   tote pack prog --lib libplugin.so.1 -o prog    a library the program opens with dlopen
   tote pack convert --detect-depends --detect -o convert
-  tote pack prog --trace -o prog -- --some-option input.txt";
+  tote pack prog --trace -o prog -- --some-option input.txt
+
+Images (no daemon needed):
+  tote pack jq --format oci --tag jq:1 -o jq.tar && podman load -i jq.tar && podman run --rm jq:1 -n 1
+  tote pack jq --format oci --oci-layout file -o jq.tar    the image holds only the tote file, /jq
+  tote pack jq --format oci --prefix /opt/jq -o jq.tar     under /opt/jq, entrypoint /opt/jq/bin/jq
+  tote pack curl --format oci --ca-certs --passwd --user 65534 -o curl.tar
+  tote pack jq --format dir -o rootfs && podman run --rm --rootfs $PWD/rootfs /usr/bin/jq -n 1
+  tote pack jq --format tar --prefix /opt/jq -o jq-opt.tar    to add to another image";
 
 #[derive(clap::Args)]
 struct PackArgs {
@@ -81,9 +100,34 @@ struct PackArgs {
     /// invoked through (a link named `git` runs git).
     #[arg(required = true)]
     programs: Vec<PathBuf>,
-    /// The file to write.
+    /// The file to write (for --format dir, the new dir).
     #[arg(short, long)]
     output: PathBuf,
+    /// What to write: one self-extracting file, or the closure as a root file system: a dir,
+    /// a tar, or an OCI image archive. Images hold the files at their original paths,
+    /// untouched, unless --prefix.
+    #[arg(long, value_enum, default_value_t = Format::File, help_heading = "Images")]
+    format: Format,
+    /// Put everything under DIR (absolute) instead, its programs rewritten to load from there,
+    /// with links DIR/bin/NAME: for adding a program to an image that has other files.
+    #[arg(long, value_name = "DIR", help_heading = "Images")]
+    prefix: Option<PathBuf>,
+    /// With --format oci: the file tree (default), or only the single tote file at /NAME.
+    #[arg(long, value_enum, help_heading = "Images")]
+    oci_layout: Option<OciLayout>,
+    /// With --format oci: the image name `podman load` and `docker load` give it.
+    #[arg(long, value_name = "NAME[:TAG]", help_heading = "Images")]
+    tag: Option<String>,
+    /// With --format oci: the user the program runs as.
+    #[arg(long, value_name = "UID[:GID]", help_heading = "Images")]
+    user: Option<String>,
+    /// Add /etc/passwd and /etc/group with root and nobody.
+    #[arg(long, help_heading = "Images")]
+    passwd: bool,
+    /// Add the host's CA certificates at /etc/ssl/certs/ca-certificates.crt, and set
+    /// SSL_CERT_FILE to it in an OCI image.
+    #[arg(long, help_heading = "Images")]
+    ca_certs: bool,
     /// Add a file or a whole dir at DEST in the bundle (default: the same absolute path), with
     /// the libraries every ELF file in it needs. The program finds it under the bundle root,
     /// `${TOTE_ROOT}/DEST`.
@@ -93,7 +137,8 @@ struct PackArgs {
     #[arg(long, value_name = "NAME")]
     lib: Vec<String>,
     /// Set a variable for the program at run time, unless it is set already. `${TOTE_ROOT}`
-    /// in VALUE is the bundle's root dir on the host where it runs.
+    /// in VALUE is the bundle's root dir on the host where it runs; in an image config's Env,
+    /// `/` or the prefix.
     #[arg(long, value_name = "NAME=VALUE")]
     env: Vec<String>,
     /// Leave out the built-in knowledge of what common programs load at run time.
@@ -122,12 +167,26 @@ struct PackArgs {
     streams: u16,
 }
 
+/// A command line that asks for something that cannot be done: exit status 2, as clap's own
+/// usage errors.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if let Err(e) = run(cli.command) {
         eprintln!("tote: {e:#}");
-        std::process::exit(1);
+        let usage = e.downcast_ref::<UsageError>().is_some();
+        std::process::exit(if usage { 2 } else { 1 });
     }
 }
 
@@ -137,6 +196,7 @@ fn init_logging(verbose: u8) {
         1 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
     };
+    progress::allow(verbose == 0);
     env_logger::Builder::new()
         .filter_level(level)
         .format(|buf, record| {
@@ -175,16 +235,36 @@ fn print_out(text: &str) -> Result<()> {
 const TRACE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn pack(args: &PackArgs) -> Result<()> {
-    if args.output.is_dir() {
-        bail!(
-            "{}: is a directory; -o names the file to write",
-            args.output.display()
-        );
-    }
+    let request = image::Request::check(&image::Given {
+        format: args.format,
+        layout: args.oci_layout,
+        prefix: args.prefix.as_deref(),
+        tag: args.tag.as_deref(),
+        user: args.user.as_deref(),
+        passwd: args.passwd,
+        ca_certs: args.ca_certs,
+        env: &args.env,
+    })?;
+    let kind = match args.format {
+        Format::Dir => output::Kind::Dir,
+        _ => output::Kind::File,
+    };
+    output::check(&args.output, kind)?;
     let mut plan = plan_from(args)?;
     let (objects, closure) = resolve_all(&mut plan, !args.no_builtin)?;
-    let bundle = bundle::Bundle::new(&plan, &objects, &closure)?;
-    bundle.write(&args.output, args.level, args.streams as usize)
+    let compression = (args.level, args.streams as usize);
+    if args.format == Format::File {
+        let bundle = bundle::Bundle::new(&plan, &objects, &closure)?;
+        return bundle.write(&args.output, compression.0, compression.1);
+    }
+    image::write(
+        &request,
+        &plan,
+        &objects,
+        &closure,
+        compression,
+        &args.output,
+    )
 }
 
 /// The plan the command line asks for: programs, variables, added files and libraries, and

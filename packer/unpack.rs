@@ -186,17 +186,7 @@ fn path_of(e: &Entry) -> PathBuf {
 fn patch(bytes: &mut [u8], e: &Entry, root: &Path) -> Result<()> {
     let root = root.as_os_str().as_encoded_bytes();
     for p in e.patches() {
-        let mut text = Vec::new();
-        let mut rest = p.template;
-        while !rest.is_empty() {
-            if let Some(after) = rest.strip_prefix(ROOT_TOKEN) {
-                text.extend_from_slice(root);
-                rest = after;
-            } else {
-                text.push(rest[0]);
-                rest = &rest[1..];
-            }
-        }
+        let mut text = fill(p.template, root);
         if text.len() >= p.capacity as usize {
             bail!(
                 "{}: too long a path to extract into: {} has room for {} bytes of patched path",
@@ -210,4 +200,20 @@ fn patch(bytes: &mut [u8], e: &Entry, root: &Path) -> Result<()> {
         bytes[at..at + text.len()].copy_from_slice(&text);
     }
     Ok(())
+}
+
+/// A patch template with every `ROOT_TOKEN` replaced by `root`.
+pub fn fill(template: &[u8], root: &[u8]) -> Vec<u8> {
+    let mut text = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix(ROOT_TOKEN) {
+            text.extend_from_slice(root);
+            rest = after;
+        } else {
+            text.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    text
 }

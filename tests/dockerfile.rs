@@ -9,7 +9,7 @@ mod common;
 
 use common::fixtures::native_command;
 use common::outcome::{capture, Failures, Run};
-use common::podman::podman;
+use common::podman::{podman, Image};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -70,85 +70,27 @@ fn podman_ok(args: &[&str]) -> String {
     run.stdout_text()
 }
 
-/// The image built from `examples/jq.Dockerfile`, removed when dropped.
-struct BuiltImage {
-    name: String,
-}
-
-impl BuiltImage {
-    /// `podman build` with a context holding only the tote binary under test. Without layer
-    /// caching, so every build runs `tote pack` and leaves no intermediate image behind.
-    fn build() -> BuiltImage {
-        let context = common::temp_dir();
-        let tote = Path::new(env!("CARGO_BIN_EXE_tote"));
-        std::fs::copy(tote, context.path().join("tote"))
-            .unwrap_or_else(|e| panic!("cannot copy {tote:?} into the build context: {e}"));
-        let name = format!("localhost/tote-test-dockerfile-jq-{}", std::process::id());
-        let dockerfile = repo_file("examples/jq.Dockerfile");
-        podman_ok(&[
-            "build",
-            "--quiet",
-            "--layers=false",
-            "--file",
-            common::utf8(&dockerfile),
-            "--tag",
-            &name,
-            common::utf8(context.path()),
-        ]);
-        BuiltImage { name }
-    }
-
-    /// The image's size as podman reports it.
-    fn size(&self) -> u64 {
-        let text = podman_ok(&["image", "inspect", "--format", "{{.Size}}", &self.name]);
-        text.trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("image size {text:?}: {e}"))
-    }
-
-    /// Every path in the image's file system, from `podman export` of a container created
-    /// from it (and never started).
-    fn files(&self) -> Vec<String> {
-        let dir = common::temp_dir();
-        let tarball = dir.path().join("fs.tar");
-        let container = podman_ok(&["create", &self.name]);
-        let container = container.trim();
-        let export = capture(
-            podman()
-                .args(["export", "--output"])
-                .arg(&tarball)
-                .arg(container),
-            b"",
-        );
-        podman_ok(&["rm", "--force", container]);
-        assert!(
-            export.success(),
-            "podman export failed:\n{}",
-            export.describe()
-        );
-        let list = capture(Command::new("tar").arg("-tf").arg(&tarball), b"");
-        assert!(
-            list.success(),
-            "tar -tf {tarball:?} failed:\n{}",
-            list.describe()
-        );
-        list.stdout_lines()
-    }
-
-    /// `podman run --rm -i --network=none IMAGE ARGS...` fed `stdin`: jq is the entrypoint.
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
-        let mut command = podman();
-        command
-            .args(["run", "--rm", "-i", "--network=none", &self.name])
-            .args(args);
-        capture(&mut command, stdin)
-    }
-}
-
-impl Drop for BuiltImage {
-    fn drop(&mut self) {
-        let _ = capture(podman().args(["rmi", "--force", &self.name]), b"");
-    }
+/// `podman build` of `examples/jq.Dockerfile` with a context holding only the tote binary
+/// under test, removed when dropped. Without layer caching, so every build runs `tote pack`
+/// and leaves no intermediate image behind.
+fn build() -> Image {
+    let context = common::temp_dir();
+    let tote = Path::new(env!("CARGO_BIN_EXE_tote"));
+    std::fs::copy(tote, context.path().join("tote"))
+        .unwrap_or_else(|e| panic!("cannot copy {tote:?} into the build context: {e}"));
+    let name = format!("localhost/tote-test-dockerfile-jq-{}", std::process::id());
+    let dockerfile = repo_file("examples/jq.Dockerfile");
+    podman_ok(&[
+        "build",
+        "--quiet",
+        "--layers=false",
+        "--file",
+        common::utf8(&dockerfile),
+        "--tag",
+        &name,
+        common::utf8(context.path()),
+    ]);
+    Image::adopt(name)
 }
 
 /// The host's jq with the same argv and environment the container's gets.
@@ -162,21 +104,21 @@ fn run_natively(args: &[&str], stdin: &[u8]) -> Run {
 #[test]
 fn jq_dockerfile_builds_a_small_scratch_image_that_runs_like_native_jq() {
     make_builder_image();
-    let image = BuiltImage::build();
+    let image = build();
     let mut failures = Failures::new();
 
     let files = image.files();
     failures.check("image files", files == ["jq"], || {
         format!("expected only jq, found {files:?}")
     });
-    let size = image.size();
+    let (_, size) = image.size();
     failures.check("image size", size < MAX_IMAGE_SIZE, || {
         format!("{size} bytes, expected under {MAX_IMAGE_SIZE}")
     });
     for (name, args, stdin) in CASES {
         let label = format!("jq case {name:?} {args:?}");
         let native = run_natively(args, stdin.as_bytes());
-        failures.compare(&label, &native, &image.run(args, stdin.as_bytes()));
+        failures.compare(&label, &native, &image.run(&[], args, stdin.as_bytes()));
     }
     failures.finish();
 }

@@ -1,7 +1,8 @@
 //! Inputs `tote pack` must refuse: a missing file, a name not on PATH, a text file, a
 //! directory, an ELF file for another machine, and a truncated ELF file. Each refusal is one
 //! stderr line starting `tote: ` that names the input, a non-zero exit, and nothing left in
-//! the output dir (neither the output nor a temporary file).
+//! the output dir (neither the output nor a temporary file). Image options that do not go
+//! together are usage errors (exit 2), and an output of the wrong kind is refused and kept.
 
 mod common;
 
@@ -199,4 +200,146 @@ fn a_failed_pack_leaves_an_existing_output_untouched() {
         2,
         "only the existing file and the input remain: {names:?}"
     );
+}
+
+/// Image options that do not go together, or are malformed: each is one `tote: ` line
+/// naming the option, exit status 2 (a usage error, as clap's own), and nothing written.
+#[test]
+fn bad_image_options_are_refused_with_one_line_and_exit_2() {
+    let jq = common::fixtures::program("exit_code");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--prefix", "/opt/x"], "--prefix"),
+        (&["--passwd"], "--passwd"),
+        (&["--ca-certs"], "--ca-certs"),
+        (&["--format", "tar", "--oci-layout", "file"], "--oci-layout"),
+        (&["--format", "dir", "--tag", "x:1"], "--tag"),
+        (&["--format", "tar", "--user", "1000"], "--user"),
+        (&["--format", "oci", "--prefix", "opt/x"], "--prefix opt/x"),
+        (&["--format", "oci", "--prefix", "/"], "--prefix /"),
+        (
+            &["--format", "oci", "--prefix", "/opt/../x"],
+            "--prefix /opt/../x",
+        ),
+        (
+            &[
+                "--format",
+                "oci",
+                "--oci-layout",
+                "file",
+                "--prefix",
+                "/opt/x",
+            ],
+            "--prefix",
+        ),
+        (&["--format", "oci", "--tag", "Bad:1"], "--tag Bad:1"),
+        (&["--format", "oci", "--user", "root"], "--user root"),
+    ];
+    let mut failures = Failures::new();
+    for (args, named) in cases {
+        let out_dir = common::temp_dir();
+        let run = capture(
+            tote()
+                .arg("pack")
+                .arg(&jq)
+                .args(*args)
+                .arg("-o")
+                .arg(out_dir.path().join("out")),
+            b"",
+        );
+        let label = format!("{args:?}");
+        failures.check(
+            &format!("{label}: exit 2"),
+            run.status == Status::Code(2),
+            || run.describe(),
+        );
+        let lines = run.stderr_lines();
+        let one_line = lines.len() == 1 && lines[0].starts_with(&format!("tote: {named}"));
+        failures.check(
+            &format!("{label}: one line naming {named}"),
+            one_line,
+            || run.describe(),
+        );
+        let left = std::fs::read_dir(out_dir.path()).unwrap().count();
+        failures.check(&format!("{label}: nothing written"), left == 0, || {
+            format!("{left} entries")
+        });
+    }
+    failures.finish();
+}
+
+/// An output that exists as a dir is refused for the formats that write a file, and any
+/// existing output for `--format dir`; what was there stays as it was.
+#[test]
+fn an_existing_output_of_the_wrong_kind_is_refused_and_kept() {
+    let program = common::fixtures::program("exit_code");
+    let dir = common::temp_dir();
+    let existing_dir = dir.path().join("a-dir");
+    common::make_dir(&existing_dir);
+    let existing_file = dir.path().join("a-file");
+    common::write_file(&existing_file, b"keep me\n");
+    let cases: &[(&[&str], &Path, &str)] = &[
+        (&["--format", "tar"], &existing_dir, "is a directory"),
+        (&["--format", "oci"], &existing_dir, "is a directory"),
+        (&["--format", "dir"], &existing_dir, "already exists"),
+        (&["--format", "dir"], &existing_file, "already exists"),
+    ];
+    let mut failures = Failures::new();
+    for (args, output, says) in cases {
+        let run = capture(
+            tote()
+                .arg("pack")
+                .arg(&program)
+                .args(*args)
+                .arg("-o")
+                .arg(output),
+            b"",
+        );
+        let label = format!("{args:?} onto {output:?}");
+        let lines = run.stderr_lines();
+        let refused = run.status == Status::Code(1) && lines.len() == 1 && lines[0].contains(says);
+        failures.check(&label, refused, || run.describe());
+    }
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    failures.check("nothing added", names.len() == 2, || format!("{names:?}"));
+    failures.check(
+        "the dir still empty",
+        std::fs::read_dir(&existing_dir).unwrap().count() == 0,
+        String::new,
+    );
+    failures.check(
+        "the file kept",
+        std::fs::read(&existing_file).unwrap() == b"keep me\n",
+        String::new,
+    );
+    failures.finish();
+}
+
+/// A `SOURCE_DATE_EPOCH` that is not a time a tar can hold is one line naming it, and
+/// nothing is written.
+#[test]
+fn a_bad_source_date_epoch_is_refused() {
+    let program = common::fixtures::program("exit_code");
+    for bad in ["yesterday", "-1", "99999999999999"] {
+        let dir = common::temp_dir();
+        let run = capture(
+            tote()
+                .arg("pack")
+                .arg(&program)
+                .args(["--format", "tar", "-o"])
+                .arg(dir.path().join("out.tar"))
+                .env("SOURCE_DATE_EPOCH", bad),
+            b"",
+        );
+        let lines = run.stderr_lines();
+        assert_eq!(run.status, Status::Code(1), "{}", run.describe());
+        assert!(
+            lines.len() == 1 && lines[0].starts_with(&format!("tote: SOURCE_DATE_EPOCH={bad}: ")),
+            "{}",
+            run.describe()
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }

@@ -1,6 +1,6 @@
 //! Scratch images and containers. An image holds only the files a test names (no shell, no
-//! libraries, no /tmp) and is removed when its guard drops; containers always run without a
-//! network. Podman is required: a test that needs it fails when it is missing.
+//! libraries, no /tmp), or what a tar or image archive tote wrote holds, and is removed when
+//! its guard drops; containers always run without a network. Podman is required: a test that needs it fails when it is missing.
 
 use super::outcome::{capture, Run};
 use std::path::Path;
@@ -28,7 +28,7 @@ fn podman_ok(args: &[&str]) -> String {
 }
 
 /// A name unique to this test binary, process and `tag`, as podman accepts it.
-fn unique_name(kind: &str, tag: &str) -> String {
+pub fn unique_name(kind: &str, tag: &str) -> String {
     let crate_name = env!("CARGO_CRATE_NAME").replace('_', "-");
     format!("tote-test-{kind}-{crate_name}-{tag}-{}", std::process::id()).to_lowercase()
 }
@@ -55,8 +55,80 @@ impl Image {
         Image { name }
     }
 
+    /// An image podman holds already (built by a test with `podman build`), removed when
+    /// dropped like the others.
+    pub fn adopt(name: String) -> Image {
+        Image { name }
+    }
+
+    /// `podman import TARBALL`: an image whose file system is the tarball, no config.
+    pub fn import(tag: &str, tarball: &Path) -> Image {
+        let name = unique_name("image", tag);
+        podman_ok(&["import", super::utf8(tarball), &name]);
+        Image { name }
+    }
+
+    /// `podman load -i ARCHIVE`, which must name the image `name` (podman may add a
+    /// registry in front, `docker.io/library/` for a bare name).
+    pub fn load(archive: &Path, name: &str) -> Image {
+        let out = podman_ok(&["load", "-i", super::utf8(archive)]);
+        let loaded = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Loaded image: "))
+            .unwrap_or_else(|| panic!("podman load named no image:\n{out}"))
+            .trim()
+            .to_owned();
+        let image = Image { name: loaded };
+        assert!(
+            image.name == name || image.name.ends_with(&format!("/{name}")),
+            "podman load named the image {:?}, not {name:?}",
+            image.name
+        );
+        image
+    }
+
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The image's size as `podman images` reports it, and in bytes.
+    pub fn size(&self) -> (String, u64) {
+        let shown = podman_ok(&["images", "--format", "{{.Size}}", &self.name]);
+        let bytes = podman_ok(&["image", "inspect", "--format", "{{.Size}}", &self.name]);
+        let bytes = bytes
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("image size {bytes:?}: {e}"));
+        (shown.trim().to_owned(), bytes)
+    }
+
+    /// Every path in the image's file system, from `podman export` of a container created
+    /// from it (never started).
+    pub fn files(&self) -> Vec<String> {
+        let dir = super::temp_dir();
+        let tarball = dir.path().join("fs.tar");
+        let container = podman_ok(&["create", &self.name]);
+        let container = container.trim();
+        let export = capture(
+            podman()
+                .args(["export", "--output"])
+                .arg(&tarball)
+                .arg(container),
+            b"",
+        );
+        podman_ok(&["rm", "--force", container]);
+        assert!(
+            export.success(),
+            "podman export failed:\n{}",
+            export.describe()
+        );
+        let list = capture(Command::new("tar").arg("-tf").arg(&tarball), b"");
+        assert!(
+            list.success(),
+            "tar -tf {tarball:?} failed:\n{}",
+            list.describe()
+        );
+        list.stdout_lines()
     }
 
     /// `podman run --rm -i --network=none OPTIONS IMAGE COMMAND...` fed `stdin`, captured.
@@ -69,6 +141,19 @@ impl Image {
         podman.arg(&self.name).args(command);
         capture(&mut podman, stdin)
     }
+}
+
+/// `podman run --rm -i --network=none OPTIONS --rootfs DIR COMMAND...` fed `stdin`, captured:
+/// the dir is the container's whole file system.
+pub fn run_rootfs(dir: &Path, options: &[&str], command: &[&str], stdin: &[u8]) -> Run {
+    let mut podman = podman();
+    podman
+        .args(["run", "--rm", "-i", "--network=none"])
+        .args(options)
+        .arg("--rootfs")
+        .arg(dir)
+        .args(command);
+    capture(&mut podman, stdin)
 }
 
 impl Drop for Image {

@@ -1,0 +1,426 @@
+//! The image formats of `tote pack` (`--format dir|tar|oci`): which combinations of options
+//! make sense, which tree each layout gives (the closure at its original paths, the bundle
+//! under `--prefix`, or the single tote file alone), the files an image may add (`--passwd`,
+//! `--ca-certs`), the variables the image must set, and writing the tree in its format.
+
+use crate::bundle::Bundle;
+use crate::closure::{Closure, Member};
+use crate::mirror::{self, Mirror};
+use crate::output;
+use crate::plan::{normalize, relative_link, Plan};
+use crate::tree::{Epoch, Node, Tree};
+use crate::UsageError;
+use anyhow::{Context, Result};
+use log::{info, warn};
+use std::path::{Path, PathBuf};
+
+/// What `tote pack` writes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Format {
+    /// One self-extracting executable file.
+    File,
+    /// A root file system tree, as a new dir.
+    Dir,
+    /// The same tree as a tar archive.
+    Tar,
+    /// An OCI image archive, for `podman load` or `docker load`.
+    Oci,
+}
+
+/// What an OCI image holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum OciLayout {
+    /// The closure as a file tree (at original paths, or under --prefix).
+    Tree,
+    /// Only the single tote file, at /NAME.
+    File,
+}
+
+/// The host's bundle of CA certificates, and where it goes in the image.
+pub const CA_CERTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+const PASSWD: &str = "root:x:0:0:root:/root:/sbin/nologin
+nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin
+";
+const GROUP: &str = "root:x:0:
+nobody:x:65534:
+";
+
+/// The image options of one `tote pack`, checked.
+pub struct Request {
+    pub format: Format,
+    pub layout: OciLayout,
+    pub prefix: Option<PathBuf>,
+    /// `NAME:TAG`.
+    pub reference: Option<String>,
+    pub user: Option<String>,
+    pub passwd: bool,
+    pub ca_certs: bool,
+    /// The names of the variables given with `--env`.
+    pub user_vars: Vec<String>,
+}
+
+/// The image options as given on the command line.
+pub struct Given<'a> {
+    pub format: Format,
+    pub layout: Option<OciLayout>,
+    pub prefix: Option<&'a Path>,
+    pub tag: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub passwd: bool,
+    pub ca_certs: bool,
+    pub env: &'a [String],
+}
+
+impl Request {
+    /// Checks the combination of options; a bad one is a usage error.
+    pub fn check(g: &Given) -> Result<Request> {
+        let oci_only = [
+            ("--tag", g.tag.is_some()),
+            ("--user", g.user.is_some()),
+            ("--oci-layout", g.layout.is_some()),
+        ];
+        for (flag, given) in oci_only {
+            if given && g.format != Format::Oci {
+                return usage(format!("{flag} needs --format oci"));
+            }
+        }
+        let images_only = [
+            ("--prefix", g.prefix.is_some()),
+            ("--passwd", g.passwd),
+            ("--ca-certs", g.ca_certs),
+        ];
+        for (flag, given) in images_only {
+            if given && g.format == Format::File {
+                return usage(format!(
+                    "{flag} needs --format dir, tar or oci: it shapes an image's files"
+                ));
+            }
+        }
+        let layout = g.layout.unwrap_or(OciLayout::Tree);
+        if layout == OciLayout::File && g.prefix.is_some() {
+            return usage("--prefix and --oci-layout file do not go together: that image holds only the tote file, at /NAME".into());
+        }
+        Ok(Request {
+            format: g.format,
+            layout,
+            prefix: g.prefix.map(check_prefix).transpose()?,
+            reference: g.tag.map(check_tag).transpose()?,
+            user: g.user.map(check_user).transpose()?,
+            passwd: g.passwd,
+            ca_certs: g.ca_certs,
+            user_vars: g
+                .env
+                .iter()
+                .filter_map(|s| s.split_once('=').map(|(n, _)| n.to_string()))
+                .collect(),
+        })
+    }
+}
+
+fn usage<T>(text: String) -> Result<T> {
+    Err(UsageError(text).into())
+}
+
+fn check_prefix(prefix: &Path) -> Result<PathBuf> {
+    let text = prefix.display();
+    if !prefix.is_absolute() {
+        return usage(format!(
+            "--prefix {text}: not an absolute path; write /{text}"
+        ));
+    }
+    let plain = normalize(prefix);
+    let Some(given) = prefix.to_str().map(|s| s.trim_end_matches('/')) else {
+        return usage(format!("--prefix {text}: not UTF-8"));
+    };
+    if plain.as_os_str().len() < 2 {
+        return usage(format!(
+            "--prefix {text}: name a dir below /, such as /opt/NAME"
+        ));
+    }
+    if plain.as_os_str() != given {
+        return usage(format!(
+            "--prefix {text}: write it without . or .. ({})",
+            plain.display()
+        ));
+    }
+    Ok(plain)
+}
+
+/// `NAME[:TAG]` as a container engine names images: lowercase path components (the first
+/// may be a registry host with a port), then a tag of letters, digits, `_`, `.` and `-`.
+fn check_tag(tag: &str) -> Result<String> {
+    let (name, version) = match tag.rsplit_once(':') {
+        Some((n, v)) if !v.contains('/') => (n, v),
+        _ => (tag, "latest"),
+    };
+    let parts: Vec<&str> = name.split('/').collect();
+    let is_host = |p: &str| {
+        let (host, port) = p.split_once(':').unwrap_or((p, "0"));
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && port.bytes().all(|b| b.is_ascii_digit())
+    };
+    let is_component = |p: &str| {
+        let ends = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        ends(p.bytes().next())
+            && ends(p.bytes().last())
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    };
+    let host_given = parts.len() > 1 && is_host(parts[0]) && !is_component(parts[0]);
+    let named = parts
+        .iter()
+        .skip(host_given as usize)
+        .all(|p| is_component(p));
+    let tagged = (1..=128).contains(&version.len())
+        && !version.starts_with(['.', '-'])
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !named || !tagged {
+        return usage(format!(
+            "--tag {tag}: not an image name: write NAME[:TAG], NAME in lowercase letters, digits, . _ - and /"
+        ));
+    }
+    Ok(format!("{name}:{version}"))
+}
+
+fn check_user(user: &str) -> Result<String> {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let ok = match user.split_once(':') {
+        Some((u, g)) => number(u) && number(g),
+        None => number(user),
+    };
+    if !ok {
+        return usage(format!("--user {user}: write UID or UID:GID, in numbers"));
+    }
+    Ok(user.to_string())
+}
+
+/// The image tree and what runs in it.
+struct Laid {
+    tree: Tree,
+    entrypoint: String,
+    /// `NAME=VALUE` the image must set.
+    env: Vec<String>,
+}
+
+/// Writes the image `req` asks for to `output`.
+pub fn write(
+    req: &Request,
+    plan: &Plan,
+    objects: &[Member],
+    closure: &Closure,
+    (level, streams): (u32, usize),
+    output: &Path,
+) -> Result<()> {
+    let epoch = source_date_epoch()?;
+    let mut laid = match (&req.prefix, req.layout) {
+        (_, OciLayout::File) if req.format == Format::Oci => {
+            single_file(&Bundle::new(plan, objects, closure)?, plan, level, streams)?
+        }
+        (Some(prefix), _) => prefixed(&Bundle::new(plan, objects, closure)?, prefix)?,
+        (None, _) => original(req, plan, objects, closure)?,
+    };
+    add_extras(req, &mut laid)?;
+    let (files, bytes) = laid.tree.totals();
+    info!(
+        "image: {files} files, {bytes} bytes, entrypoint {}",
+        laid.entrypoint
+    );
+    match req.format {
+        Format::Dir => {
+            warn_env(&laid.env, output);
+            output::write_dir(output, |d| laid.tree.write_dir(d, epoch))
+        }
+        Format::Tar => {
+            warn_env(&laid.env, output);
+            let tar = laid.tree.write_tar(Vec::new(), epoch)?;
+            output::write_file(output, &[&tar], 0o666 & !output::umask())
+        }
+        // `main` writes a tote file itself; only the OCI archive is left.
+        Format::Oci | Format::File => {
+            let settings = crate::oci::Settings {
+                entrypoint: vec![laid.entrypoint],
+                env: laid.env,
+                user: req.user.clone(),
+                reference: req.reference.clone(),
+                epoch,
+                created_by: format!("tote pack {}", env!("CARGO_PKG_VERSION")),
+            };
+            let archive = crate::oci::archive(&laid.tree, &settings)?;
+            output::write_file(output, &[&archive], 0o666 & !output::umask())
+        }
+    }
+}
+
+/// A dir or tar has no place for variables: the image made from it must set them.
+fn warn_env(env: &[String], output: &Path) {
+    if !env.is_empty() {
+        warn!(
+            "{}: the image made from it must set {} (a dir or tar cannot hold variables)",
+            output.display(),
+            env.join(" ")
+        );
+    }
+}
+
+/// The closure at its original paths. The variables of built-in knowledge point compiled-in
+/// paths into a bundle; here the compiled-in paths are right, so only `--env` is kept, its
+/// `${TOTE_ROOT}` the root `/`.
+fn original(req: &Request, plan: &Plan, objects: &[Member], closure: &Closure) -> Result<Laid> {
+    let tree = mirror::original(plan, objects, closure)?;
+    let mut env = Vec::new();
+    for (name, value) in &plan.vars {
+        if req.user_vars.contains(name) {
+            env.push(format!("{name}={}", value.replace("${TOTE_ROOT}", "")));
+        } else {
+            info!("{name}: not set, the compiled-in path is right at original paths");
+        }
+    }
+    let entrypoint = plan.programs[0].path.to_string_lossy().into_owned();
+    Ok(Laid {
+        tree,
+        entrypoint,
+        env,
+    })
+}
+
+/// The bundle under `prefix`, its executables pointing into it, and `bin/NAME` for each
+/// program.
+fn prefixed(bundle: &Bundle, prefix: &Path) -> Result<Laid> {
+    let mut tree = bundle.tree_at(prefix)?;
+    let mut entrypoint = None;
+    for (name, path) in bundle.programs() {
+        let link = prefix.join("bin").join(name);
+        let target = relative_link(&link, &prefix.join(path));
+        tree.add(&link, Node::Symlink(target))?;
+        entrypoint.get_or_insert(link);
+    }
+    let text = prefix.to_str().context("prefix is UTF-8")?;
+    let env = bundle
+        .vars_at(text)
+        .into_iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    let entrypoint = entrypoint
+        .context("a program")?
+        .to_string_lossy()
+        .into_owned();
+    Ok(Laid {
+        tree,
+        entrypoint,
+        env,
+    })
+}
+
+/// The tote file alone at `/NAME` (NAME the first program's), with a link for each other
+/// program. Variables naming the bundle root are the launcher's; the others go in the image
+/// config too, where `podman inspect` shows them.
+fn single_file(bundle: &Bundle, plan: &Plan, level: u32, streams: usize) -> Result<Laid> {
+    let bytes = bundle.file_bytes(level, streams)?;
+    let names: Vec<&str> = bundle.programs().map(|(n, _)| n).collect();
+    let file = Path::new("/").join(names[0]);
+    let mut tree = Tree::new();
+    tree.add(&file, Node::made(0o755, bytes))?;
+    for name in &names[1..] {
+        tree.add(
+            &Path::new("/").join(name),
+            Node::Symlink(names[0].to_string()),
+        )?;
+    }
+    let env = plan
+        .vars
+        .iter()
+        .filter(|(_, v)| !v.contains("${TOTE_ROOT}"))
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    let entrypoint = file.to_string_lossy().into_owned();
+    Ok(Laid {
+        tree,
+        entrypoint,
+        env,
+    })
+}
+
+/// `/etc/passwd` and `/etc/group` with root and nobody; the host's CA certificates, with
+/// `SSL_CERT_FILE` naming them unless `--env` set it.
+fn add_extras(req: &Request, laid: &mut Laid) -> Result<()> {
+    let mut m = Mirror::on(std::mem::take(&mut laid.tree));
+    if req.passwd {
+        m.new_file(Path::new("/etc/passwd"), 0o644, PASSWD.into())?;
+        m.new_file(Path::new("/etc/group"), 0o644, GROUP.into())?;
+    }
+    if req.ca_certs {
+        let certs = Path::new(CA_CERTS);
+        if !certs.is_file() {
+            anyhow::bail!("{CA_CERTS}: no such file for --ca-certs; install ca-certificates first");
+        }
+        m.file(certs, certs, None)?;
+        if !laid.env.iter().any(|v| v.starts_with("SSL_CERT_FILE=")) {
+            laid.env.push(format!("SSL_CERT_FILE={CA_CERTS}"));
+        }
+    }
+    laid.tree = m.tree;
+    Ok(())
+}
+
+/// The latest time a tar header holds in its 11 octal digits (the year 2242).
+const LATEST: u64 = 0o77777777777;
+
+/// `SOURCE_DATE_EPOCH` when set, the latest time of every entry and the time of the image;
+/// else the image is from 1970 and host files keep their times.
+fn source_date_epoch() -> Result<Epoch> {
+    let Ok(text) = std::env::var("SOURCE_DATE_EPOCH") else {
+        return Ok(Epoch {
+            time: 0,
+            clamp: false,
+        });
+    };
+    match text.trim().parse() {
+        Ok(time) if time <= LATEST => Ok(Epoch { time, clamp: true }),
+        _ => anyhow::bail!(
+            "SOURCE_DATE_EPOCH={text}: not a whole number of seconds from 1970 to {LATEST}"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_follow_the_image_name_grammar() {
+        assert_eq!(check_tag("jq").unwrap(), "jq:latest");
+        assert_eq!(check_tag("jq:1.6").unwrap(), "jq:1.6");
+        assert_eq!(
+            check_tag("localhost:5000/me/jq:v1").unwrap(),
+            "localhost:5000/me/jq:v1"
+        );
+        assert_eq!(
+            check_tag("reg.example/jq").unwrap(),
+            "reg.example/jq:latest"
+        );
+        for bad in ["Jq:1", "jq:", "jq:-x", "/jq", "jq/", "j q", "jq:1:2"] {
+            assert!(check_tag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefixes_and_users_are_checked() {
+        assert_eq!(
+            check_prefix(Path::new("/opt/jq")).unwrap(),
+            Path::new("/opt/jq")
+        );
+        for bad in ["opt/jq", "/", "/opt/../jq", "/opt/./jq"] {
+            assert!(check_prefix(Path::new(bad)).is_err(), "{bad}");
+        }
+        assert!(check_user("1000:1000").is_ok() && check_user("65534").is_ok());
+        for bad in ["", "root", "1000:", ":1", "1:2:3"] {
+            assert!(check_user(bad).is_err(), "{bad}");
+        }
+    }
+}
