@@ -8,6 +8,10 @@ mod detect;
 mod elf;
 mod inspect;
 // The reading half of the format is the launcher's; the packer reads only in its tests.
+#[cfg(test)]
+mod lzma_fuzz;
+#[cfg(test)]
+mod lzma_roundtrip;
 #[allow(dead_code)]
 #[path = "../launcher/src/payload.rs"]
 mod payload;
