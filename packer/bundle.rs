@@ -27,6 +27,9 @@ struct File {
     /// Relative to the bundle root.
     path: String,
     mode: u32,
+    /// The source's modification time, in seconds since the epoch: programs that compare a
+    /// file's time with one they recorded (CPython's bytecode caches) need it kept.
+    mtime: u64,
     bytes: Vec<u8>,
     slots: Vec<Slot>,
 }
@@ -263,7 +266,8 @@ impl Bundle {
                 f.bytes.len() as u64,
                 f.path.as_bytes(),
                 b"",
-            );
+            )
+            .with_mtime(f.mtime);
             entry.encode(&patches, &mut out);
         }
         for l in &self.links {
@@ -414,26 +418,32 @@ fn rewritten(member: &Member, role: &Role) -> Result<File> {
         member.dest.display(),
         r.slots.len()
     );
+    let (mode, mtime) = mode_and_mtime(&member.object.source)?;
     Ok(File {
         path: relative(&member.dest)?,
-        mode: mode(&member.object.source)?,
+        mode,
+        mtime,
         bytes: r.bytes,
         slots: r.slots,
     })
 }
 
 fn plain_file(dest: &Path, source: &Path, bytes: Vec<u8>) -> Result<File> {
+    let (mode, mtime) = mode_and_mtime(source)?;
     Ok(File {
         path: relative(dest)?,
-        mode: mode(source)?,
+        mode,
+        mtime,
         bytes,
         slots: Vec::new(),
     })
 }
 
-fn mode(source: &Path) -> Result<u32> {
+/// The permission bits and the modification time (seconds, none before the epoch) of `source`.
+fn mode_and_mtime(source: &Path) -> Result<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(source).with_context(|| source.display().to_string())?;
-    Ok(meta.permissions().mode() & 0o777)
+    Ok((meta.mode() & 0o777, meta.mtime().max(0) as u64))
 }
 
 fn root_token() -> &'static str {

@@ -92,7 +92,10 @@ fn seeds() -> Vec<Input> {
         (Entry::new(KIND_DIR, 0o755, 0, b"usr", b""), &[]),
         (Entry::new(KIND_FILE, 0o755, 100, b"usr/jq", b""), &[patch]),
         (Entry::new(KIND_SYMLINK, 0o777, 0, b"usr/q", b"jq"), &[]),
-        (Entry::new(KIND_FILE, 0o644, 80, b"usr/a", b""), &[patch]),
+        (
+            Entry::new(KIND_FILE, 0o644, 80, b"usr/a", b"").with_mtime(1_700_000_000),
+            &[patch],
+        ),
     ];
     let mut seeds = Vec::new();
     for n in 0..=programs.len() {

@@ -153,6 +153,7 @@ fn write_tree(p: &TotePayload, at: &Path, root: &Path) -> Result<()> {
             patch(&mut bytes, &e, root)?;
             let dest = at.join(path_of(&e));
             std::fs::write(&dest, &bytes).map_err(|e| crate::elf::io_error(&dest, &e))?;
+            set_mtime(&dest, e.mtime)?;
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(e.mode & 0o777))?;
         }
     }
@@ -164,6 +165,16 @@ fn write_tree(p: &TotePayload, at: &Path, root: &Path) -> Result<()> {
         std::os::unix::fs::symlink(target, at.join(path_of(&e)))?;
     }
     Ok(())
+}
+
+/// Gives the file at `dest` the modification time its entry records.
+fn set_mtime(dest: &Path, secs: u64) -> Result<()> {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    std::fs::File::options()
+        .write(true)
+        .open(dest)
+        .and_then(|f| f.set_modified(time))
+        .map_err(|e| crate::elf::io_error(dest, &e))
 }
 
 fn path_of(e: &Entry) -> PathBuf {

@@ -163,3 +163,55 @@ fn a_cache_root_others_can_write_or_a_symlink_is_never_used() {
         "nothing written in the open root"
     );
 }
+
+#[test]
+fn a_packed_python_uses_the_bytecode_caches_of_its_standard_library() {
+    // Extracted files used to get the time of the extraction, so every cached `.pyc`, which
+    // records its source's modification time, was stale: CPython compiled each module it
+    // imported from source at every start.
+    let dir = common::temp_dir();
+    let packed = dir.path().join("python3");
+    let mut pack = common::tote::tote();
+    pack.args(["pack", "/usr/bin/python3", "--level", "0", "-o"]);
+    let run = capture(pack.arg(&packed), b"");
+    assert!(run.success(), "{}", run.describe());
+    let cache = dir.path().join("cache");
+    let env = [("TOTE_CACHE_DIR", common::utf8(&cache))];
+    let argv = ["python3", "-v", "-c", "import json, argparse"];
+    let run = capture(&mut common::tote::host_command(&packed, &argv, &env), b"");
+    assert!(run.success(), "{}", run.describe());
+    let loaded: Vec<String> = run
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("# code object from "))
+        .collect();
+    let from_source: Vec<&String> = loaded.iter().filter(|l| l.ends_with(".py")).collect();
+    assert!(
+        from_source.is_empty(),
+        "compiled from source: {from_source:#?}"
+    );
+    assert!(
+        loaded.iter().any(|l| l.contains("json/__pycache__/")),
+        "json was not loaded from its cache: {loaded:#?}"
+    );
+}
+
+#[test]
+fn extracted_files_keep_the_modification_time_of_their_source() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = common::temp_dir();
+    let packed = dir.path().join("jq");
+    assert!(pack_to(Path::new("/usr/bin/jq"), &packed).success());
+    let source = std::fs::metadata("/usr/bin/jq").unwrap().mtime();
+    let cache = dir.path().join("cache");
+    assert!(run_jq(&packed, common::utf8(&cache), dir.path()).success());
+    let bundle = cache.join(common::tote::bundle_name(&packed));
+    let tree = dir.path().join("tree");
+    let mut extract = common::tote::tote();
+    let run = capture(extract.arg("extract").arg(&packed).arg(&tree), b"");
+    assert!(run.success(), "{}", run.describe());
+    for extracted in [bundle.join("usr/bin/jq"), tree.join("usr/bin/jq")] {
+        let mtime = std::fs::metadata(&extracted).unwrap().mtime();
+        assert_eq!(mtime, source, "{extracted:?}");
+    }
+}

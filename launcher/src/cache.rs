@@ -59,38 +59,74 @@ struct Candidate {
     origin: Origin,
 }
 
+/// A candidate before its path is made: `base` joined with `rel`. The list of them is small,
+/// where a list of paths would be six times PATH_MAX on the warm path's stack.
+#[derive(Clone, Copy)]
+struct Spec {
+    /// A variable's value or a fixed dir.
+    base: &'static [u8],
+    rel: Rel,
+    origin: Origin,
+}
+
+#[derive(Clone, Copy)]
+enum Rel {
+    /// `base` is the root itself (`$TOTE_CACHE_DIR`, made absolute).
+    Itself,
+    Fixed(&'static [u8]),
+    /// `tote-<euid>`.
+    PerUser,
+}
+
 const CANDIDATES: usize = 6;
 
-fn candidates(args: &Args) -> Result<[Option<Candidate>; CANDIDATES], Fail> {
-    let mut list: [Option<Candidate>; CANDIDATES] = Default::default();
+fn candidates(args: &Args) -> [Option<Spec>; CANDIDATES] {
+    let mut list = [None; CANDIDATES];
+    let spec = |base, rel, origin| Some(Spec { base, rel, origin });
     if let Some(dir) = args.env(b"TOTE_CACHE_DIR").filter(|d| !d.is_empty()) {
-        let path = absolute(dir).map_err(|e| fail("cannot use TOTE_CACHE_DIR", dir, e))?;
-        list[0] = Some(Candidate {
-            path,
-            origin: Origin::Chosen,
-        });
-        return Ok(list);
+        list[0] = spec(dir, Rel::Itself, Origin::Chosen);
+        return list;
     }
-    let under = |var: &[u8], rel: &[u8]| -> Option<Path> {
-        let base = args.env(var).filter(|v| v.starts_with(b"/"))?;
-        Path::from(base).and_then(|p| p.joined(rel)).ok()
-    };
-    let mut euid = out::Line::new();
-    euid.push(b"tote-");
-    euid.push_decimal(sys::geteuid() as u64);
-    let temporary = |base: &[u8]| Path::from(base).and_then(|p| p.joined(euid.bytes())).ok();
+    let var = |name: &[u8]| args.env(name).filter(|v| v.starts_with(b"/"));
     let found = [
-        (under(b"XDG_CACHE_HOME", b"tote"), Origin::Home),
-        (under(b"HOME", b".cache/tote"), Origin::Home),
-        (under(b"TMPDIR", euid.bytes()), Origin::Temporary),
-        (temporary(b"/tmp"), Origin::Temporary),
-        (temporary(b"/var/tmp"), Origin::Temporary),
-        (temporary(b"/dev/shm"), Origin::Temporary),
+        (var(b"XDG_CACHE_HOME"), Rel::Fixed(b"tote"), Origin::Home),
+        (var(b"HOME"), Rel::Fixed(b".cache/tote"), Origin::Home),
+        (var(b"TMPDIR"), Rel::PerUser, Origin::Temporary),
+        (Some(&b"/tmp"[..]), Rel::PerUser, Origin::Temporary),
+        (Some(&b"/var/tmp"[..]), Rel::PerUser, Origin::Temporary),
+        (Some(&b"/dev/shm"[..]), Rel::PerUser, Origin::Temporary),
     ];
-    for (slot, (path, origin)) in list.iter_mut().zip(found) {
-        *slot = path.map(|path| Candidate { path, origin });
+    for (slot, (base, rel, origin)) in list.iter_mut().zip(found) {
+        *slot = base.and_then(|base| spec(base, rel, origin));
     }
-    Ok(list)
+    list
+}
+
+impl Spec {
+    /// The candidate with its path made; None when the path is too long (the root is skipped),
+    /// and an error when that root is `$TOTE_CACHE_DIR`.
+    fn candidate(&self) -> Result<Option<Candidate>, Fail> {
+        let path = match self.rel {
+            Rel::Itself => {
+                absolute(self.base).map_err(|e| fail("cannot use TOTE_CACHE_DIR", self.base, e))?
+            }
+            Rel::Fixed(rel) => match Path::from(self.base).and_then(|p| p.joined(rel)) {
+                Ok(p) => p,
+                Err(_) => return Ok(None),
+            },
+            Rel::PerUser => {
+                let mut name = out::Line::new();
+                name.push(b"tote-");
+                name.push_decimal(sys::geteuid() as u64);
+                match Path::from(self.base).and_then(|p| p.joined(name.bytes())) {
+                    Ok(p) => p,
+                    Err(_) => return Ok(None),
+                }
+            }
+        };
+        let origin = self.origin;
+        Ok(Some(Candidate { path, origin }))
+    }
 }
 
 /// `dir` made absolute against the current dir: the paths written into extracted files must
@@ -112,30 +148,53 @@ fn absolute(dir: &[u8]) -> sys::Result<Path> {
 /// memory.
 pub fn locate(args: &Args, t: &Trailer, from: usize) -> Result<Placement, Fail> {
     let name = payload::bundle_name(&t.key);
-    let list = candidates(args)?;
-    let roots = || list.iter().flatten();
-    for c in roots() {
+    let list = candidates(args);
+    if let Some(dir) = find_cached(&list, &name)? {
+        return Ok(Placement::Cached(dir));
+    }
+    choose_root(&list, &name, t.raw_len, from)
+}
+
+/// The warm path: the bundle dir under the first trusted candidate that holds it complete.
+// Out of line, so that its frame is all the warm path's stack holds.
+#[inline(never)]
+fn find_cached(list: &[Option<Spec>], name: &[u8]) -> Result<Option<Path>, Fail> {
+    for spec in list.iter().flatten() {
+        let Some(c) = spec.candidate()? else { continue };
         let dir = c
             .path
-            .joined(&name)
-            .map_err(|e| fail("cannot use cache dir", &name, e))?;
+            .joined(name)
+            .map_err(|e| fail("cannot use cache dir", name, e))?;
         if is_complete(&dir) && owned_alone(&c.path) {
             out::debug(&[b"cached: ", dir.bytes()]);
-            return Ok(Placement::Cached(dir));
+            return Ok(Some(dir));
         }
     }
-    for (i, c) in roots().enumerate().skip(from) {
-        match open_usable(c, t.raw_len) {
+    Ok(None)
+}
+
+/// The first usable candidate from the `from`th on, opened, with the bundle dir to make in
+/// it; memory when there is none.
+#[inline(never)]
+fn choose_root(
+    list: &[Option<Spec>],
+    name: &[u8; BUNDLE_NAME_LEN],
+    raw_len: u64,
+    from: usize,
+) -> Result<Placement, Fail> {
+    for (i, spec) in list.iter().flatten().enumerate().skip(from) {
+        let Some(c) = spec.candidate()? else { continue };
+        match open_usable(&c, raw_len) {
             Ok(fd) => {
                 out::debug(&[b"cache root: ", c.path.bytes()]);
-                let bundle = c.path.joined(&name).map_err(|e| {
+                let bundle = c.path.joined(name).map_err(|e| {
                     sys::close(fd);
                     fail("cannot use cache dir", c.path.bytes(), e)
                 })?;
                 return Ok(Placement::Extract(Root {
                     fd,
-                    path: c.path.clone(),
-                    name,
+                    path: c.path,
+                    name: *name,
                     bundle,
                     next: (c.origin != Origin::Chosen).then_some(i + 1),
                 }));

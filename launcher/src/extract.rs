@@ -26,6 +26,8 @@ const ENAMETOOLONG: Errno = Errno(36);
 /// Extracts the payload of the file open at `own` into `root`'s bundle dir. `random` names
 /// the temporary dir. Returns once the bundle is complete, whether this process or a
 /// concurrent one published it.
+// Kept out of line: its frame is large, and the warm path must not pay for it.
+#[inline(never)]
 pub fn extract(own: &OwnFile, t: &Trailer, root: &Root, random: [u8; 16]) -> Result<(), Fail> {
     let payload = Payload::open(own, t)?;
     let index = payload.index(own)?;
@@ -282,7 +284,8 @@ fn write_file(dirs: &mut Dirs, e: &Entry, decoder: &mut Decoder, bundle: &Path) 
     let fd = sys::openat(at, leaf, flags, e.mode & 0o777)?;
     let r = decoder
         .copy_to(Some(fd), e.size)
-        .and_then(|()| apply_patches(fd, e, bundle.bytes()));
+        .and_then(|()| apply_patches(fd, e, bundle.bytes()))
+        .and_then(|()| sys::set_mtime(fd, e.mtime));
     sys::close(fd);
     r
 }

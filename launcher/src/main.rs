@@ -32,9 +32,11 @@ use out::{Fail, Failure};
 use payload::{RunTable, Trailer, TRAILER_LEN};
 use program::OwnFile;
 
-/// How much of the file's tail the first read takes: the trailer and, in all but huge bundles,
-/// the run table with it.
+/// How much of the file's tail the first look takes: the trailer and, in all but huge
+/// bundles, the run table with it. It is mapped, not read, so only the pages touched cost.
 const TAIL: usize = 64 * 1024;
+/// File mappings start at a multiple of this.
+const PAGE: u64 = 4096;
 
 /// Called by `_start` with the initial stack pointer.
 ///
@@ -55,10 +57,8 @@ fn run(args: &Args) -> Result<core::convert::Infallible, Fail> {
     let own = program::open_own_file(args)?;
 
     // 2. Read the trailer and the run table from its tail.
-    let mut tail = [0u8; TAIL];
-    let (trailer, run_len) = read_tail(&own, &mut tail)?;
-    let run = RunTable::decode(&tail[TAIL - TRAILER_LEN - run_len..TAIL - TRAILER_LEN])
-        .map_err(|_| damaged("damaged payload (run table)", &own))?;
+    let (trailer, run) = read_tail(&own)?;
+    let run = RunTable::decode(run).map_err(|_| damaged("damaged payload (run table)", &own))?;
 
     // 3. Find the bundle dir in the cache, or where to extract it, or run from memory.
     let mut placement = match args.env(b"TOTE_MODE") {
@@ -98,35 +98,38 @@ fn damaged(what: &'static str, own: &OwnFile) -> Fail {
     Fail::new(Failure::Payload, what, own.name, None)
 }
 
-/// Reads the last `TAIL` bytes (or the whole file) right-aligned into `tail`, decodes the
-/// trailer and checks the run table's checksum. Returns the trailer and the run table length.
-fn read_tail(own: &OwnFile, tail: &mut [u8; TAIL]) -> Result<(Trailer, usize), Fail> {
-    let (fd, len) = (own.fd, own.len);
-    let own_err = |e| Fail::new(Failure::OwnFile, "cannot read own file", own.name, Some(e));
+/// Maps the last `TAIL` bytes (or the whole file), decodes the trailer and checks the run
+/// table's checksum. Returns the trailer and the run table's bytes. The mapping is never
+/// unmapped: the exec that ends every start replaces the whole address space.
+fn read_tail(own: &OwnFile) -> Result<(Trailer, &'static [u8]), Fail> {
+    let len = own.len;
     if len < TRAILER_LEN as u64 {
         return Err(damaged("no payload (not a tote file)", own));
     }
-    let n = (len as usize).min(TAIL);
-    let got = sys::pread(fd, &mut tail[TAIL - n..], len - n as u64).map_err(own_err)?;
-    if got != n {
-        return Err(damaged("damaged payload (file shorter than it says)", own));
-    }
+    let at = len.saturating_sub(TAIL as u64) / PAGE * PAGE;
+    let mapped = (len - at) as usize;
+    let base = sys::mmap_file(own.fd, at, mapped)
+        .map_err(|e| Fail::new(Failure::OwnFile, "cannot map own file", own.name, Some(e)))?;
+    // SAFETY: the mapping is `mapped` bytes long, readable, and stays for the process's
+    // life. A file shortened under it makes a touch past its new end fault (SIGBUS), which a
+    // start of a file being rewritten may meet; it runs nothing.
+    let tail = unsafe { core::slice::from_raw_parts(base, mapped) };
     let mut raw = [0u8; TRAILER_LEN];
-    raw.copy_from_slice(&tail[TAIL - TRAILER_LEN..]);
+    raw.copy_from_slice(&tail[mapped - TRAILER_LEN..]);
     let t = Trailer::decode(&raw, len).map_err(|e| match e {
         payload::FormatError::NoPayload => damaged("no payload (not a tote file)", own),
         payload::FormatError::Version => damaged("payload of an unknown format version", own),
         _ => damaged("damaged payload (trailer)", own),
     })?;
     let run_len = t.run_len as usize;
-    if run_len > n - TRAILER_LEN {
+    if run_len > mapped.min(TAIL) - TRAILER_LEN {
         return Err(damaged("damaged payload (run table too large)", own));
     }
-    let run = &tail[TAIL - TRAILER_LEN - run_len..TAIL - TRAILER_LEN];
+    let run = &tail[mapped - TRAILER_LEN - run_len..mapped - TRAILER_LEN];
     if payload::checksum(run) != t.run_checksum {
         return Err(damaged("damaged payload (run table checksum)", own));
     }
-    Ok((t, run_len))
+    Ok((t, run))
 }
 
 #[panic_handler]

@@ -29,6 +29,8 @@ const NOWHERE: &[u8] = b"/dev/null";
 const FD_PATH_MAX: usize = 28;
 
 /// Runs the chosen program of the payload from memory.
+// Kept out of line: its frame is large, and the warm path must not pay for it.
+#[inline(never)]
 pub fn run(
     args: &Args,
     own: &OwnFile,

@@ -11,8 +11,9 @@
 //!   compressed as a few independent streams of similar size (each holds whole files), which
 //!   the launcher decodes at the same time. Each is one xz stream of blocks filtered with x86
 //!   BCJ then LZMA2, with no integrity check of its own (the payload checksum covers it).
-//! - index: the streams, and every entry of the bundle (dir, file, symlink) with its mode, size and the patches
-//!   the launcher writes into it at extraction. Read only on a cold start.
+//! - index: the streams, and every entry of the bundle (dir, file, symlink) with its mode, size,
+//!   modification time and the patches the launcher writes into it at extraction. Read only on
+//!   a cold start.
 //! - run table: what a warm start needs: the programs by name, the variables to set; and what
 //!   in-memory mode loads for each program.
 //! - trailer: fixed size at the very end of the file, with its own checksum, so one `pread` of
@@ -23,8 +24,8 @@
 //! (patch bytes, variable values) `ROOT_TOKEN` stands for the bundle's root dir on this host.
 
 pub const MAGIC: [u8; 8] = *b"TOTE\0PAY";
-/// 3: the xz streams carry no integrity check.
-pub const VERSION: u32 = 3;
+/// 3: index entries carry a modification time. 4: the xz streams carry no integrity check.
+pub const VERSION: u32 = 4;
 pub const CODEC_XZ: u32 = 1;
 pub const TRAILER_LEN: usize = 128;
 pub const KEY_LEN: usize = 32;
@@ -440,6 +441,9 @@ pub struct Entry<'a> {
     pub kind: u8,
     pub mode: u32,
     pub size: u64,
+    /// A file's modification time in seconds since the epoch, set on the extracted file; 0
+    /// for dirs and symlinks, whose times are left as extraction makes them.
+    pub mtime: u64,
     pub path: &'a [u8],
     pub target: &'a [u8],
     patches: &'a [u8],
@@ -452,6 +456,7 @@ impl<'a> Entry<'a> {
             kind,
             mode,
             size,
+            mtime: 0,
             path,
             target,
             patches: &[],
@@ -459,12 +464,17 @@ impl<'a> Entry<'a> {
         }
     }
 
-    /// Writes the entry with its patches: kind, mode, size, path, target, `u16` patch count,
-    /// each patch's offset, capacity and template.
+    pub fn with_mtime(self, mtime: u64) -> Self {
+        Entry { mtime, ..self }
+    }
+
+    /// Writes the entry with its patches: kind, mode, size, mtime, path, target, `u16` patch
+    /// count, each patch's offset, capacity and template.
     pub fn encode(&self, patches: &[Patch], out: &mut impl Sink) {
         out.put(&[self.kind]);
         out.put_u32(self.mode);
         out.put_u64(self.size);
+        out.put_u64(self.mtime);
         out.put_str(self.path);
         out.put_str(self.target);
         out.put_u16(patches.len() as u16);
@@ -479,6 +489,7 @@ impl<'a> Entry<'a> {
         let kind = c.u8()?;
         let mode = c.u32()?;
         let size = c.u64()?;
+        let mtime = c.u64()?;
         let path = safe_path(c.str()?)?;
         let target = c.str()?;
         let patch_count = c.u16()?;
@@ -498,13 +509,15 @@ impl<'a> Entry<'a> {
             }
         }
         let patches = &patches[..patches.len() - c.bytes.len()];
-        if kind > KIND_SYMLINK || (kind != KIND_FILE && (size != 0 || patch_count != 0)) {
+        let file_only = size != 0 || mtime != 0 || patch_count != 0;
+        if kind > KIND_SYMLINK || (kind != KIND_FILE && file_only) {
             return Err(FormatError::Malformed);
         }
         Ok(Entry {
             kind,
             mode,
             size,
+            mtime,
             path,
             target,
             patches,

@@ -148,6 +148,22 @@ pub fn symlinkat(target: &CStr, dir: i32, p: &CStr) -> Result<()> {
     .map(drop)
 }
 
+/// Sets the modification time of the file open at `fd` to `secs` seconds since the epoch; its
+/// access time is left as it is.
+pub fn set_mtime(fd: i32, secs: u64) -> Result<()> {
+    /// The nanoseconds value that leaves a time unchanged.
+    const UTIME_OMIT: usize = (1 << 30) - 2;
+    let times = [0, UTIME_OMIT, secs as usize, 0];
+    // SAFETY: a null path makes the call act on `fd`; `times` is two timespecs that outlive it.
+    check(unsafe {
+        syscall(
+            arch::SYS_UTIMENSAT,
+            [fd as usize, 0, times.as_ptr() as usize, 0, 0, 0],
+        )
+    })
+    .map(drop)
+}
+
 /// Whether `p` exists, without following a final symlink's target check beyond access(2).
 pub fn exists(p: &CStr) -> bool {
     const F_OK: usize = 0;
@@ -305,6 +321,15 @@ pub fn mmap(len: usize, fd: Option<i32>) -> Result<*mut u8> {
     };
     // SAFETY: a fresh mapping chosen by the kernel (address 0) touches no existing memory.
     check(unsafe { syscall(arch::SYS_MMAP, [0, len, prot, flags, fd, 0]) }).map(|a| a as *mut u8)
+}
+
+/// Maps `len` bytes of the file at `fd` from `offset` (a multiple of the page size) read-only.
+pub fn mmap_file(fd: i32, offset: u64, len: usize) -> Result<*const u8> {
+    const PROT_READ: usize = 1;
+    const MAP_PRIVATE: usize = 2;
+    let a = [0, len, PROT_READ, MAP_PRIVATE, fd as usize, offset as usize];
+    // SAFETY: a fresh mapping chosen by the kernel (address 0) touches no existing memory.
+    check(unsafe { syscall(arch::SYS_MMAP, a) }).map(|a| a as *const u8)
 }
 
 /// # Safety

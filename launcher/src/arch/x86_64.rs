@@ -46,6 +46,7 @@ pub const SYS_UNLINKAT: usize = 263;
 pub const SYS_RENAMEAT: usize = 264;
 pub const SYS_SYMLINKAT: usize = 266;
 pub const SYS_FACCESSAT: usize = 269;
+pub const SYS_UTIMENSAT: usize = 280;
 pub const SYS_MEMFD_CREATE: usize = 319;
 pub const SYS_EXECVEAT: usize = 322;
 pub const SYS_STATX: usize = 332;
