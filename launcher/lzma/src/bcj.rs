@@ -56,7 +56,12 @@ impl X86 {
         let mut recent = self.recent;
         let mut i = 0;
         while i < limit {
-            if buf[i] & 0xfe != 0xe8 {
+            let window = buf.get_mut(i..i + 5);
+            let Some([op, a, b, c, top]) = window.and_then(|w| <&mut [u8; 5]>::try_from(w).ok())
+            else {
+                break;
+            };
+            if *op & 0xfe != 0xe8 {
                 i += 1;
                 continue;
             }
@@ -64,18 +69,16 @@ impl X86 {
             let gap = at.wrapping_sub(self.last);
             self.last = at;
             recent = if gap > 5 { 0 } else { age(recent, gap) };
-            let top = buf[i + 4];
+            let top_small = small(*top);
             let nearby = (recent >> 1) as usize;
-            if small(top) && nearby < 8 && CONVERTIBLE[nearby & 7] {
-                let mut operand = [0u8; 4];
-                operand.copy_from_slice(&buf[i + 1..i + 5]);
-                let target = relative(u32::from_le_bytes(operand), at, nearby);
-                buf[i + 1..i + 5].copy_from_slice(&target.to_le_bytes());
+            if top_small && nearby < 8 && CONVERTIBLE[nearby & 7] {
+                let absolute = u32::from_le_bytes([*a, *b, *c, *top]);
+                [*a, *b, *c, *top] = relative(absolute, at, nearby).to_le_bytes();
                 i += 5;
                 recent = 0;
             } else {
                 i += 1;
-                recent |= if small(top) { 0x11 } else { 1 };
+                recent |= if top_small { 0x11 } else { 1 };
             }
         }
         self.pos = self.pos.wrapping_add(i as u32);

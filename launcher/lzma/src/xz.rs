@@ -113,25 +113,30 @@ impl<'a, S: Source> Decoder<'a, S> {
                 }
                 self.advance()?;
             }
-            let held = self.held_len;
-            out[..held].copy_from_slice(&self.held[..held]);
-            let n = held + self.dict.take(&mut out[held..]);
+            // The bytes held back from the last call come first. `take` fills at most `rest`,
+            // so `out` is cut to what was made without a check that could fail.
+            let held = self.held_len.min(4);
+            let (start, rest) = out.split_at_mut(held);
+            start.copy_from_slice(&self.held[..held]);
+            let made = held + self.dict.take(rest);
+            let len = out.len();
+            let out = &mut out[..made.min(len)];
             let mut done = if self.block.x86 {
-                self.x86.filter(&mut out[..n])
+                self.x86.filter(out)
             } else {
-                n
+                out.len()
             };
             if self.block.ended && self.dict.pending == 0 {
                 // The block's last bytes: those the filter could not take stay as they are.
-                done = n;
+                done = out.len();
                 self.block.ended = false;
                 self.x86 = X86::new();
             }
             // At most 4 bytes: the filter finishes all but an instruction's operand.
-            let keep = (n - done).min(4);
-            done = n - keep;
+            let keep = out.len().saturating_sub(done).min(4);
+            done = out.len() - keep;
             self.held_len = keep;
-            self.held[..keep].copy_from_slice(&out[done..n]);
+            self.held[..keep].copy_from_slice(&out[done..]);
             if done > 0 {
                 return Ok(done);
             }
@@ -332,9 +337,14 @@ impl<'a, S: Source> Decoder<'a, S> {
         }
         self.input.skip(padding + 4);
         let index_len = self.input.consumed - start;
-        let f = self.input.peek(12)?;
-        let backward = u32::from_le_bytes([f[4], f[5], f[6], f[7]]) as u64;
-        if (backward + 1) * 4 != index_len || f[8..10] != FLAGS || f[10..12] != FOOTER_MAGIC {
+        // The footer: its CRC32, the index's length, the stream flags again, the magic.
+        let Ok([_, _, _, _, b0, b1, b2, b3, f0, f1, y, z]) =
+            <[u8; 12]>::try_from(self.input.peek(12)?)
+        else {
+            return Err(Error::Malformed);
+        };
+        let backward = u32::from_le_bytes([b0, b1, b2, b3]) as u64;
+        if (backward + 1) * 4 != index_len || [f0, f1] != FLAGS || [y, z] != FOOTER_MAGIC {
             return Err(Error::Malformed);
         }
         self.input.skip(12);
