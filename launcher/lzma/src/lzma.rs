@@ -174,12 +174,9 @@ impl Lzma {
             if rc.bit(&mut probs.is_match[(state << 4 | pos_state) & 0xff]) == 0 {
                 let coder = (((pos & lp_mask) << lc) + (prev as usize >> (8 - lc))) & 15;
                 let probs = &mut probs.literal[coder];
-                prev = if state < LIT_STATES {
-                    literal(&mut rc, probs)
-                } else {
-                    let matched = buf[pos.wrapping_sub(rep0 + 1) & mask];
-                    matched_literal(&mut rc, probs, matched)
-                };
+                // After a match, the byte at the last distance guides the literal's bits.
+                let matched = buf[pos.wrapping_sub(rep0 + 1) & mask];
+                prev = literal(&mut rc, probs, matched, state >= LIT_STATES);
                 buf[pos & mask] = prev;
                 pos = (pos + 1) & mask;
                 left -= 1;
@@ -194,36 +191,37 @@ impl Lzma {
                 rep1 = rep0;
                 rep0 = distance(&mut rc, probs, len)?;
                 len
-            } else if rc.bit(&mut probs.is_rep0[state & 15]) == 0 {
-                if rc.bit(&mut probs.is_rep0_long[(state << 4 | pos_state) & 0xff]) == 0 {
-                    // One byte from the last distance.
-                    if rep0 >= history(start_filled, out_len - left, mask) {
-                        return None;
-                    }
-                    state = if state < LIT_STATES { 9 } else { 11 };
-                    prev = buf[pos.wrapping_sub(rep0 + 1) & mask];
-                    buf[pos & mask] = prev;
-                    pos = (pos + 1) & mask;
-                    left -= 1;
-                    continue;
-                }
-                state = if state < LIT_STATES { 8 } else { 11 };
-                length(&mut rc, &mut probs.rep_len, pos_state)
             } else {
-                let dist = if rc.bit(&mut probs.is_rep1[state & 15]) == 0 {
-                    rep1
-                } else if rc.bit(&mut probs.is_rep2[state & 15]) == 0 {
-                    let d = rep2;
-                    rep2 = rep1;
-                    d
+                // A repeated match: one of the four last distances, rep0 after it.
+                if rc.bit(&mut probs.is_rep0[state & 15]) == 0 {
+                    if rc.bit(&mut probs.is_rep0_long[(state << 4 | pos_state) & 0xff]) == 0 {
+                        // One byte from the last distance.
+                        if rep0 >= history(start_filled, out_len - left, mask) {
+                            return None;
+                        }
+                        state = if state < LIT_STATES { 9 } else { 11 };
+                        prev = buf[pos.wrapping_sub(rep0 + 1) & mask];
+                        buf[pos & mask] = prev;
+                        pos = (pos + 1) & mask;
+                        left -= 1;
+                        continue;
+                    }
                 } else {
-                    let d = rep3;
-                    rep3 = rep2;
-                    rep2 = rep1;
-                    d
-                };
-                rep1 = rep0;
-                rep0 = dist;
+                    let dist = if rc.bit(&mut probs.is_rep1[state & 15]) == 0 {
+                        rep1
+                    } else if rc.bit(&mut probs.is_rep2[state & 15]) == 0 {
+                        let d = rep2;
+                        rep2 = rep1;
+                        d
+                    } else {
+                        let d = rep3;
+                        rep3 = rep2;
+                        rep2 = rep1;
+                        d
+                    };
+                    rep1 = rep0;
+                    rep0 = dist;
+                }
                 state = if state < LIT_STATES { 8 } else { 11 };
                 length(&mut rc, &mut probs.rep_len, pos_state)
             };
@@ -252,24 +250,20 @@ fn history(before: usize, made: usize, mask: usize) -> usize {
     (before + made).min(mask + 1)
 }
 
-/// A literal with no match byte to follow: eight bits down the coder's tree.
+/// A literal: eight bits down the coder's tree. After a match (`after_match`), while its bits
+/// agree with `matched`, the byte at the last distance, each bit is coded with the
+/// probabilities of that byte's bit; from the first difference on, as a plain literal.
 #[inline(always)]
-fn literal(rc: &mut RangeDecoder, probs: &mut [Prob; LIT_SIZE]) -> u8 {
-    let mut m = 1;
-    for _ in 0..8 {
-        m = (m << 1) | rc.bit(&mut probs[m & 0xff]);
-    }
-    m as u8
-}
-
-/// A literal right after a match: while its bits agree with the byte at the last distance,
-/// each bit is coded with the probabilities of that byte's bit; from the first difference on,
-/// as a plain literal.
-#[inline(always)]
-fn matched_literal(rc: &mut RangeDecoder, probs: &mut [Prob; LIT_SIZE], matched: u8) -> u8 {
+fn literal(
+    rc: &mut RangeDecoder,
+    probs: &mut [Prob; LIT_SIZE],
+    matched: u8,
+    after_match: bool,
+) -> u8 {
     let mut m = 1;
     let mut matched = matched as usize;
-    let mut offset = 0x100;
+    // 0x100 while the bits agree, 0 from the first difference (or from the start).
+    let mut offset = if after_match { 0x100 } else { 0 };
     for _ in 0..8 {
         matched <<= 1;
         let match_bit = matched & offset;
