@@ -14,6 +14,9 @@ fn main() {
         "Cargo.lock",
         "build.rs",
         ".cargo/config.toml",
+        "discard.ld",
+        "lzma/src",
+        "lzma/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", launcher.join(p).display());
     }

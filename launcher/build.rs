@@ -9,6 +9,13 @@ fn main() {
         "-Wl,--gc-sections",
         "-Wl,--build-id=none",
         "-Wl,--no-eh-frame-hdr",
+        // Functions with the same code are kept once (Rust makes no promise that two
+        // functions have different addresses).
+        "-Wl,--icf=all",
+        // Nothing would apply PT_GNU_RELRO: the kernel ignores it, and it is the C runtime
+        // or the dynamic loader that makes those pages read-only after relocation. Without it
+        // the GOT joins the other writable segment, one program header and its padding less.
+        "-Wl,-z,norelro",
     ] {
         println!("cargo:rustc-link-arg-bins={arg}");
     }

@@ -583,7 +583,7 @@ fn compress_group(group: &[&File], level: u32, progress: &Progress) -> Result<(S
 
 /// The LZMA2 dictionary: the smallest power of two holding all the data, from 64 KiB to the
 /// 64 MiB of xz's highest preset.
-fn dict_size(raw_len: usize) -> u32 {
+pub(crate) fn dict_size(raw_len: usize) -> u32 {
     (raw_len.max(1) as u32)
         .next_power_of_two()
         .clamp(64 << 10, 64 << 20)
@@ -591,8 +591,15 @@ fn dict_size(raw_len: usize) -> u32 {
 
 /// xz with the x86 branch filter before LZMA2 (preset `level`, extreme at 9), through liblzma's
 /// multi-threaded encoder with a fixed block size, so the bytes are the same whatever the
-/// number of threads. The input goes in by pieces, each counted on `progress`.
-fn compress(raw: &[u8], dict_size: u32, level: u32, progress: &Progress) -> Result<Vec<u8>> {
+/// number of threads. No integrity check in the stream: the payload checksum covers the
+/// compressed bytes, and the launcher verifies it before decoding any. The input goes in by
+/// pieces, each counted on `progress`.
+pub(crate) fn compress(
+    raw: &[u8],
+    dict_size: u32,
+    level: u32,
+    progress: &Progress,
+) -> Result<Vec<u8>> {
     use xz2::stream::{Check, Filters, LzmaOptions, MtStreamBuilder};
     /// liblzma's LZMA_PRESET_EXTREME flag, which xz2 does not name.
     const PRESET_EXTREME: u32 = 1 << 31;
@@ -608,7 +615,7 @@ fn compress(raw: &[u8], dict_size: u32, level: u32, progress: &Progress) -> Resu
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let stream = MtStreamBuilder::new()
         .filters(filters)
-        .check(Check::Crc32)
+        .check(Check::None)
         .threads(threads)
         .block_size(3 * dict_size as u64)
         .encoder()

@@ -13,6 +13,10 @@ mod mirror;
 mod oci;
 mod output;
 // The reading half of the format is the launcher's; the packer reads only in its tests.
+#[cfg(test)]
+mod lzma_fuzz;
+#[cfg(test)]
+mod lzma_roundtrip;
 #[allow(dead_code)]
 #[path = "../launcher/src/payload.rs"]
 mod payload;

@@ -416,12 +416,13 @@ fn check_entry(e: &Entry, patches: &[Patch]) -> Result<(), &'static str> {
 
 thread_local! {
     static QUIET: Cell<bool> = const { Cell::new(false) };
-    static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
+    /// The message of the last panic while quiet.
+    pub static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// While on, a panic on this thread prints nothing and leaves its message in `LAST_PANIC`;
 /// other threads keep the usual hook.
-fn quiet_panics(on: bool) {
+pub fn quiet_panics(on: bool) {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let usual = panic::take_hook();
@@ -494,7 +495,7 @@ impl Tally {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     let lines: Vec<String> = bytes
         .chunks(32)
         .map(|line| line.iter().map(|b| format!("{b:02x}")).collect())
@@ -502,7 +503,7 @@ fn hex(bytes: &[u8]) -> String {
     lines.join("\n")
 }
 
-fn env_u64(name: &str) -> Option<u64> {
+pub fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
     Some(
         value

@@ -26,7 +26,7 @@ impl Progress {
         let wanted =
             total >= LARGE && ALLOWED.load(Ordering::Relaxed) && std::io::stderr().is_terminal();
         if !wanted {
-            return Progress(None);
+            return Progress::hidden();
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
@@ -36,6 +36,11 @@ impl Progress {
         bar.set_style(style);
         bar.set_message(what.to_string());
         Progress(Some(bar))
+    }
+
+    /// No bar.
+    pub fn hidden() -> Progress {
+        Progress(None)
     }
 
     /// Counts `bytes` more done; callable from several threads.

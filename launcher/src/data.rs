@@ -7,12 +7,14 @@ use crate::out::{Fail, Failure};
 use crate::payload::{self, Index, Placed, Trailer};
 use crate::program::OwnFile;
 use crate::sys::{self, Errno};
-use xz4rust::XzDecoder;
+use tote_lzma::{Decoder as Xz, Error, Source};
 
 /// What the decoder fails with when the compressed data does not decode.
 pub const EBADMSG: Errno = Errno(74);
 /// The compressed bytes read at once.
-const IN_BUF: usize = 64 * 1024;
+const IN_BUF: usize = 2 * tote_lzma::INPUT_MIN;
+/// The compressed bytes the checksum reads at once.
+const SUM_BUF: usize = 64 * 1024;
 /// The decoded bytes made at once, and so the largest write: larger writes make the kernel
 /// cache the files in larger pieces, which the program then maps whole (a bigger RSS).
 const OUT_BUF: usize = 16 * 1024;
@@ -62,11 +64,11 @@ impl Payload {
 
 /// The payload checksum of the file's bytes from `start` to `end`, read in pieces.
 fn checksum_of(fd: i32, start: u64, end: u64) -> sys::Result<u64> {
-    let mut buf = [0u8; IN_BUF];
+    let mut buf = [0u8; SUM_BUF];
     let mut hasher = payload::Checksum::new();
     let mut at = start;
     while at < end {
-        let want = ((end - at) as usize).min(IN_BUF);
+        let want = ((end - at) as usize).min(SUM_BUF);
         let got = sys::pread(fd, &mut buf[..want], at)?;
         if got == 0 {
             return Err(EBADMSG);
@@ -114,101 +116,88 @@ impl Drop for Mapping {
     }
 }
 
-/// One stream's decompressed bytes, handed out file by file.
-pub struct Decoder {
+/// A stream's compressed bytes in the own file, read with `pread` from `next` up to `end`.
+struct Compressed {
     fd: i32,
-    /// The file offset of the next compressed byte to read, and of the stream's end.
     next: u64,
     end: u64,
-    input: Mapping,
-    /// Compressed bytes read but not yet decoded: input[in_start..in_end].
-    in_start: usize,
-    in_end: usize,
-    decoder: XzDecoder<'static>,
-    out: Mapping,
+}
+
+impl Source for Compressed {
+    type Error = Errno;
+
+    fn read(&mut self, buf: &mut [u8]) -> sys::Result<usize> {
+        let want = ((self.end - self.next) as usize).min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let got = sys::pread(self.fd, &mut buf[..want], self.next)?;
+        if got == 0 {
+            // The file is shorter than its trailer says.
+            return Err(EBADMSG);
+        }
+        self.next += got as u64;
+        Ok(got)
+    }
+}
+
+/// One stream's decompressed bytes, handed out file by file.
+pub struct Decoder {
+    xz: Xz<'static, Compressed>,
+    out: [u8; OUT_BUF],
     /// Decoded bytes not yet written: out[start..end].
     start: usize,
-    out_end: usize,
-    done: bool,
+    end: usize,
+    /// The read buffer and the dictionary `xz` works in, declared after it so that they are
+    /// unmapped only after it is gone.
+    _input: Mapping,
     _dict: Mapping,
 }
 
 impl Decoder {
     fn new(fd: i32, next: u64, end: u64, dict_size: u32) -> sys::Result<Decoder> {
-        let mut dict = Mapping::new((dict_size as usize).max(xz4rust::DICT_SIZE_MIN), None)?;
-        // SAFETY: the dictionary mapping is owned by the Decoder (`_dict`), declared after the
-        // decoder so it is unmapped only after the decoder is gone; the 'static lifetime never
-        // escapes the Decoder.
-        let dict_slice: &'static mut [u8] =
-            unsafe { core::slice::from_raw_parts_mut(dict.bytes_mut().as_mut_ptr(), dict.len) };
+        let mut input = Mapping::new(IN_BUF, None)?;
+        let mut dict = Mapping::new(tote_lzma::dict_len(dict_size as u64), None)?;
+        // SAFETY: both mappings are owned by the Decoder, which drops them only after `xz`;
+        // the 'static lifetime never escapes the Decoder, and nothing else uses the memory.
+        let (input_bytes, dict_bytes): (&'static mut [u8], &'static mut [u8]) = unsafe {
+            (
+                core::slice::from_raw_parts_mut(input.bytes_mut().as_mut_ptr(), input.len),
+                core::slice::from_raw_parts_mut(dict.bytes_mut().as_mut_ptr(), dict.len),
+            )
+        };
+        let source = Compressed { fd, next, end };
+        let xz = Xz::new(source, input_bytes, dict_bytes).ok_or(EBADMSG)?;
         Ok(Decoder {
-            fd,
-            next,
-            end,
-            input: Mapping::new(IN_BUF, None)?,
-            in_start: 0,
-            in_end: 0,
-            decoder: XzDecoder::with_fixed_size_dict(dict_slice),
-            out: Mapping::new(OUT_BUF, None)?,
+            xz,
+            out: [0; OUT_BUF],
             start: 0,
-            out_end: 0,
-            done: false,
+            end: 0,
+            _input: input,
             _dict: dict,
         })
     }
 
-    /// Reads more compressed bytes when all read so far are decoded.
-    fn read_more(&mut self) -> sys::Result<()> {
-        if self.in_start < self.in_end || self.next >= self.end {
-            return Ok(());
-        }
-        let want = ((self.end - self.next) as usize).min(IN_BUF);
-        let got = sys::pread(self.fd, &mut self.input.bytes_mut()[..want], self.next)?;
-        if got == 0 {
-            return Err(EBADMSG);
-        }
-        self.next += got as u64;
-        self.in_start = 0;
-        self.in_end = got;
-        Ok(())
-    }
-
-    /// Decodes more output into the empty buffer.
-    fn refill(&mut self) -> sys::Result<()> {
-        if self.done {
-            return Err(EBADMSG);
-        }
-        loop {
-            self.read_more()?;
-            let input = &self.input.bytes()[self.in_start..self.in_end];
-            let r = self
-                .decoder
-                .decode(input, self.out.bytes_mut())
-                .map_err(|_| EBADMSG)?;
-            self.in_start += r.input_consumed();
-            self.done = r.is_end_of_stream();
-            self.start = 0;
-            self.out_end = r.output_produced();
-            if self.out_end > 0 || self.done {
-                return Ok(());
-            }
-            let starved = self.in_start == self.in_end && self.next >= self.end;
-            if !r.made_progress() || starved {
-                return Err(EBADMSG);
-            }
-        }
+    /// Decodes more output into the empty buffer; `Ok(false)` at the stream's end.
+    fn refill(&mut self) -> sys::Result<bool> {
+        let n = self.xz.read(&mut self.out).map_err(|e| match e {
+            Error::Malformed => EBADMSG,
+            Error::Source(e) => e,
+        })?;
+        self.start = 0;
+        self.end = n;
+        Ok(n > 0)
     }
 
     /// Writes the next `size` decoded bytes to `fd`, or drops them when `fd` is None.
     pub fn copy_to(&mut self, fd: Option<i32>, mut size: u64) -> sys::Result<()> {
         while size > 0 {
-            if self.start == self.out_end {
-                self.refill()?;
-                continue;
+            if self.start == self.end && !self.refill()? {
+                return Err(EBADMSG);
             }
-            let n = ((self.out_end - self.start) as u64).min(size) as usize;
+            let n = ((self.end - self.start) as u64).min(size) as usize;
             if let Some(fd) = fd {
-                sys::write_all(fd, &self.out.bytes()[self.start..self.start + n])?;
+                sys::write_all(fd, &self.out[self.start..self.start + n])?;
             }
             self.start += n;
             size -= n as u64;
@@ -218,14 +207,7 @@ impl Decoder {
 
     /// Checks that the stream ends exactly here: no decoded or compressed byte is left over.
     pub fn finish(&mut self) -> sys::Result<()> {
-        while !self.done {
-            if self.start != self.out_end {
-                return Err(EBADMSG);
-            }
-            self.refill()?;
-        }
-        let left = self.in_start != self.in_end || self.next != self.end;
-        if self.start != self.out_end || left {
+        if self.start != self.end || self.refill()? {
             return Err(EBADMSG);
         }
         Ok(())

@@ -5,9 +5,6 @@
 
 #![no_std]
 #![no_main]
-// A failure carries its path by value: there is no allocator to box it, and it is made at most
-// once per process, on the way out.
-#![allow(clippy::result_large_err)]
 
 #[cfg_attr(target_arch = "x86_64", path = "arch/x86_64.rs")]
 mod arch;

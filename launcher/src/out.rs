@@ -4,9 +4,48 @@
 //! with one `write`.
 
 use crate::sys::{self, Errno};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
+
+/// The path of the failure made last. Carried inside every `Fail`, a path made each
+/// `Result<_, Fail>` a kilobyte, copied through every `?` on its way out: 1.7 KB of the stub's
+/// code. The launcher has one thread, and the failure it reports is always the last one made:
+/// the one failure it recovers from (a full cache root, given up for the next) is dropped
+/// before the next failure can be made.
+static FAIL_PATH: LastPath = LastPath::new();
+const LINE_LEN: usize = 1024;
+
+/// A path kept in a static. Bytes of atomics because that is the one static buffer code
+/// without `unsafe` may write; with one thread, relaxed order is all there is.
+struct LastPath {
+    bytes: [AtomicU8; LINE_LEN],
+    len: AtomicUsize,
+}
+
+impl LastPath {
+    const fn new() -> LastPath {
+        LastPath {
+            bytes: [const { AtomicU8::new(0) }; LINE_LEN],
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Keeps `path`, cut to `LINE_LEN` bytes.
+    fn set(&self, path: &[u8]) {
+        for (slot, b) in self.bytes.iter().zip(path) {
+            slot.store(*b, Ordering::Relaxed);
+        }
+        self.len.store(path.len().min(LINE_LEN), Ordering::Relaxed);
+    }
+
+    fn push_to(&self, l: &mut Line) {
+        let len = self.len.load(Ordering::Relaxed);
+        for slot in self.bytes.iter().take(len) {
+            l.push(&[slot.load(Ordering::Relaxed)]);
+        }
+    }
+}
 
 /// A kind of failure, with its exit code (listed in the README).
 #[derive(Clone, Copy)]
@@ -27,24 +66,19 @@ pub enum Failure {
     Memory = 119,
 }
 
-/// A failure on its way to being reported: what failed, on which path, and the errno if any.
+/// A failure on its way to being reported: what failed, and the errno if any; its path is
+/// in `FAIL_PATH`.
 pub struct Fail {
     pub kind: Failure,
     pub what: &'static str,
-    pub path: Line,
     pub errno: Option<Errno>,
 }
 
 impl Fail {
+    #[inline(never)]
     pub fn new(kind: Failure, what: &'static str, path: &[u8], errno: Option<Errno>) -> Fail {
-        let mut p = Line::new();
-        p.push(path);
-        Fail {
-            kind,
-            what,
-            path: p,
-            errno,
-        }
+        FAIL_PATH.set(path);
+        Fail { kind, what, errno }
     }
 
     /// Whether the failure is a file system out of space or inodes, or a quota reached.
@@ -60,7 +94,7 @@ impl Fail {
         l.push(b"tote: ");
         l.push(self.what.as_bytes());
         l.push(b": ");
-        l.push(self.path.bytes());
+        FAIL_PATH.push_to(&mut l);
         if let Some(e) = self.errno {
             l.push(b": ");
             push_errno(&mut l, e);
@@ -97,14 +131,14 @@ pub fn debug(parts: &[&[u8]]) {
 
 /// A fixed-capacity line; what does not fit is cut.
 pub struct Line {
-    buf: [u8; 1024],
+    buf: [u8; LINE_LEN],
     len: usize,
 }
 
 impl Line {
     pub const fn new() -> Line {
         Line {
-            buf: [0; 1024],
+            buf: [0; LINE_LEN],
             len: 0,
         }
     }

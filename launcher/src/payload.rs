@@ -4,12 +4,13 @@
 //! A tote file is the launcher stub followed by the payload:
 //!
 //! ```text
-//! stub | data (one xz stream) | index | run table | trailer (TRAILER_LEN bytes)
+//! stub | data (xz streams) | index | run table | trailer (TRAILER_LEN bytes)
 //! ```
 //!
 //! - data: the contents of every regular file of the index, in index order, concatenated and
 //!   compressed as a few independent streams of similar size (each holds whole files), which
-//!   the launcher decodes at the same time.
+//!   the launcher decodes at the same time. Each is one xz stream of blocks filtered with x86
+//!   BCJ then LZMA2, with no integrity check of its own (the payload checksum covers it).
 //! - index: the streams, and every entry of the bundle (dir, file, symlink) with its mode, size,
 //!   modification time and the patches the launcher writes into it at extraction. Read only on
 //!   a cold start.
@@ -23,7 +24,8 @@
 //! (patch bytes, variable values) `ROOT_TOKEN` stands for the bundle's root dir on this host.
 
 pub const MAGIC: [u8; 8] = *b"TOTE\0PAY";
-pub const VERSION: u32 = 3;
+/// 3: index entries carry a modification time. 4: the xz streams carry no integrity check.
+pub const VERSION: u32 = 4;
 pub const CODEC_XZ: u32 = 1;
 pub const TRAILER_LEN: usize = 128;
 pub const KEY_LEN: usize = 32;
