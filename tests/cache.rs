@@ -161,6 +161,21 @@ fn the_cache_root_is_under_home_without_tote_cache_dir() {
     assert_under(&exe, &root);
 }
 
+#[test]
+fn a_missing_home_is_not_created() {
+    let (dir, tmpdir) = (common::temp_dir(), common::temp_dir());
+    let home = dir.path().join("nonexistent");
+    let env = [
+        ("HOME", common::utf8(&home)),
+        ("TMPDIR", common::utf8(tmpdir.path())),
+    ];
+    let exe = host_exe(&env);
+    assert!(!home.exists(), "{home:?} was created");
+    let root = tmpdir.path().canonicalize().expect("the dir exists");
+    let euid = nix::unistd::geteuid();
+    assert_under(&exe, &root.join(format!("tote-{euid}")));
+}
+
 /// The packed `self_exe` in a scratch container, run with `options`.
 fn contained_exe(tag: &str, options: &[&str]) -> PathBuf {
     let packed = packed("self_exe");

@@ -237,6 +237,71 @@ fn added_data_is_found_through_a_variable_the_user_can_override() {
     failures.finish();
 }
 
+/// The value of `name` in the output of the `args_env` fixture, which prints `env=NAME=VALUE`
+/// lines; None when it is not set, a panic when it is set twice.
+fn env_value(run: &Run, name: &str) -> Option<String> {
+    let prefix = format!("env={name}=");
+    let values: Vec<String> = run
+        .stdout_lines()
+        .into_iter()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .collect();
+    assert!(values.len() < 2, "{name} set twice:\n{}", run.describe());
+    values.into_iter().next()
+}
+
+/// A packed program started by another one inherits the variables its parent's launcher set:
+/// they name the parent's bundle, so the child's launcher replaces them with its own (a
+/// packed python starting another packed python needs its own PYTHONHOME). A value the user
+/// set stays.
+#[test]
+fn a_variable_set_for_another_bundle_is_replaced_by_the_bundles_own() {
+    let dir = common::temp_dir();
+    let args_env = common::fixtures::program("args_env");
+    let [outer, inner] = ["outer", "inner"].map(|name| {
+        let packed = dir.path().join(name);
+        pack(
+            &args_env,
+            &[
+                "--env",
+                "DATA=${TOTE_ROOT}/share",
+                "--env",
+                &format!("NAME={name}"),
+            ],
+            &packed,
+        );
+        packed
+    });
+    let cache = common::temp_dir();
+    let start = |packed: &Path, data: Option<&str>| {
+        let mut env = vec![("TOTE_CACHE_DIR", common::utf8(cache.path()))];
+        env.extend(data.map(|d| ("DATA", d)));
+        let run = capture(
+            &mut common::tote::host_command(packed, &["args_env"], &env),
+            b"",
+        );
+        assert!(run.success(), "{}", run.describe());
+        run
+    };
+    let outer_data = env_value(&start(&outer, None), "DATA").expect("DATA set");
+    let inner_run = start(&inner, Some(&outer_data));
+    let inner_data = env_value(&inner_run, "DATA").expect("DATA set");
+    let inner_root = Path::new(&inner_data).parent().expect("a bundle dir");
+    let mut failures = Failures::new();
+    failures.check(
+        "the inner bundle's own value",
+        inner_data != outer_data && inner_root.join(".tote-complete").exists(),
+        || format!("outer DATA={outer_data}\n{}", inner_run.describe()),
+    );
+    let own = start(&inner, Some("/the/users/own"));
+    failures.check(
+        "the user's value stays",
+        env_value(&own, "DATA").as_deref() == Some("/the/users/own"),
+        || own.describe(),
+    );
+    failures.finish();
+}
+
 #[test]
 fn several_programs_share_one_file_and_run_by_link_name() {
     let dir = common::temp_dir();

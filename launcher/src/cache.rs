@@ -47,7 +47,8 @@ pub struct Root {
 enum Origin {
     /// `$TOTE_CACHE_DIR`: created with its missing parents; when unusable the start fails.
     Chosen,
-    /// Under the user's cache or home dir: created with its missing parents.
+    /// Under the user's cache or home dir, which must exist: the dirs below it are created
+    /// (a missing HOME, such as Debian's `/nonexistent`, is not made).
     Home,
     /// `tote-<euid>` in a temporary dir: only that dir is created, and `/tmp` itself when it
     /// is missing (as in a `FROM scratch` container run as root).
@@ -57,6 +58,8 @@ enum Origin {
 struct Candidate {
     path: Path,
     origin: Origin,
+    /// The length of the part of `path` that is never created: the dir of a `Home` root.
+    given: usize,
 }
 
 /// A candidate before its path is made: `base` joined with `rel`. The list of them is small,
@@ -124,8 +127,12 @@ impl Spec {
                 }
             }
         };
-        let origin = self.origin;
-        Ok(Some(Candidate { path, origin }))
+        let (origin, given) = (self.origin, self.base.len());
+        Ok(Some(Candidate {
+            path,
+            origin,
+            given,
+        }))
     }
 }
 
@@ -384,8 +391,10 @@ fn fail(what: &'static str, path: &[u8], e: Errno) -> Fail {
 /// Creates a missing candidate as its origin allows.
 fn create(c: &Candidate) -> sys::Result<()> {
     let p = c.path.bytes();
-    if c.origin != Origin::Temporary {
-        return make_dirs(&c.path);
+    match c.origin {
+        Origin::Chosen => return make_dirs(&c.path, 0),
+        Origin::Home => return make_dirs(&c.path, c.given),
+        Origin::Temporary => {}
     }
     if p.starts_with(b"/tmp/") {
         make_dir(&Path::from(b"/tmp")?, 0o1777)?;
@@ -400,10 +409,12 @@ fn make_dir(p: &Path, mode: u32) -> sys::Result<()> {
     }
 }
 
-/// Creates every missing dir of `p`: `/tmp` world-writable and sticky, any other 0700.
-fn make_dirs(p: &Path) -> sys::Result<()> {
+/// Creates every missing dir of `p` longer than its first `given` bytes: `/tmp`
+/// world-writable and sticky, any other 0700.
+fn make_dirs(p: &Path, given: usize) -> sys::Result<()> {
     let bytes = p.bytes();
-    for end in (1..=bytes.len()).filter(|&i| i == bytes.len() || bytes[i] == b'/') {
+    let ends = (given + 1..=bytes.len()).filter(|&i| i == bytes.len() || bytes[i] == b'/');
+    for end in ends {
         let mut prefix = p.clone();
         prefix.truncate(end);
         let mode = if prefix.bytes() == b"/tmp" {

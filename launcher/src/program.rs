@@ -145,14 +145,14 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// The caller's environment plus each run-table variable it lacks, with `ROOT_TOKEN` as
-    /// `bundle`. Without a bundle dir (in memory) the variables naming one are left out.
+    /// The caller's environment plus each run-table variable the user has not set, with
+    /// `ROOT_TOKEN` as `bundle`. Without a bundle dir (in memory) the variables naming one are
+    /// left out.
     pub fn new(args: &Args, run: &RunTable, bundle: Option<&Path>) -> Result<Environment, Fail> {
-        let names_dir = |v: &Var| v.value.windows(ROOT_TOKEN.len()).any(|w| w == ROOT_TOKEN);
         let missing = || {
             run.vars()
-                .filter(|v| args.env(v.name).is_none())
-                .filter(move |v| bundle.is_some() || !names_dir(v))
+                .filter(|v| !set_by_user(args, v))
+                .filter(move |v| bundle.is_some() || tokens(v.value) == 0)
         };
         let root = bundle.map_or(&b""[..], |b| b.bytes());
         let added = missing().count();
@@ -173,7 +173,10 @@ impl Environment {
             )
         };
         let mut n = 0;
-        for e in args.env_entries() {
+        let replaced = |e: &[u8]| {
+            missing().any(|v| e.strip_prefix(v.name).and_then(|r| r.first()) == Some(&b'='))
+        };
+        for e in args.env_entries().filter(|e| !replaced(e)) {
             table[n] = e.as_ptr();
             n += 1;
         }
@@ -189,6 +192,56 @@ impl Environment {
             envp: table.as_ptr(),
         })
     }
+}
+
+/// Whether the user set `v`, which is then left as it is. A value another bundle's launcher
+/// set is not the user's: a packed python started by another packed program needs its own
+/// PYTHONHOME, not the one of the bundle it was started from. Such a value is the template
+/// with the root of a complete bundle for each `ROOT_TOKEN`.
+fn set_by_user(args: &Args, v: &Var) -> bool {
+    let Some(value) = args.env(v.name) else {
+        return false;
+    };
+    let n = tokens(v.value);
+    let fixed = v.value.len() - n * ROOT_TOKEN.len();
+    if n == 0 || value.len() <= fixed || !(value.len() - fixed).is_multiple_of(n) {
+        return true;
+    }
+    let at = v.value.windows(ROOT_TOKEN.len()).position(|w| w == ROOT_TOKEN);
+    let root_len = (value.len() - fixed) / n;
+    let root = at.and_then(|at| value.get(at..at + root_len));
+    let by_bundle = root.is_some_and(|root| {
+        expands_to(v.value, root, value)
+            && Path::from(root).is_ok_and(|p| crate::cache::is_complete(&p))
+    });
+    if by_bundle {
+        out::debug(&[b"replaces ", v.name, b" set for another bundle"]);
+    }
+    !by_bundle
+}
+
+/// How many times `ROOT_TOKEN` is in `template`.
+fn tokens(template: &[u8]) -> usize {
+    template
+        .windows(ROOT_TOKEN.len())
+        .filter(|w| *w == ROOT_TOKEN)
+        .count()
+}
+
+/// Whether `template` with each `ROOT_TOKEN` as `root` is `value`.
+fn expands_to(template: &[u8], root: &[u8], value: &[u8]) -> bool {
+    let (mut t, mut v) = (template, value);
+    while let Some(&first) = t.first() {
+        let (t_rest, v_rest) = match t.strip_prefix(ROOT_TOKEN) {
+            Some(t_rest) => (t_rest, v.strip_prefix(root)),
+            None => (&t[1..], v.strip_prefix(&[first][..])),
+        };
+        let Some(v_rest) = v_rest else {
+            return false;
+        };
+        (t, v) = (t_rest, v_rest);
+    }
+    v.is_empty()
 }
 
 /// Writes `NAME=value` with `ROOT_TOKEN` expanded, NUL-terminated, into `slot`.
