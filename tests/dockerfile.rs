@@ -20,17 +20,6 @@ const IMAGE_JQ: &str = "/jq";
 /// The largest image the scratch stage may make, in bytes.
 const MAX_IMAGE_SIZE: u64 = 2_000_000;
 
-/// The environment podman gives the container; the native run gets the same.
-const CONTAINER_ENV: &[(&str, &str)] = &[
-    ("HOME", "/"),
-    (
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ),
-    ("TERM", "xterm"),
-    ("container", "podman"),
-];
-
 /// Each case: a name, jq's arguments after argv[0], and what jq reads on stdin.
 #[rustfmt::skip]
 const CASES: &[(&str, &[&str], &str)] = &[
@@ -97,7 +86,12 @@ fn build() -> Image {
 fn run_natively(args: &[&str], stdin: &[u8]) -> Run {
     let mut argv = vec![IMAGE_JQ];
     argv.extend_from_slice(args);
-    let mut jq = native_command(Path::new(HOST_JQ), &argv, CONTAINER_ENV, common::work_dir());
+    let mut jq = native_command(
+        Path::new(HOST_JQ),
+        &argv,
+        common::podman::CONTAINER_ENV,
+        common::work_dir(),
+    );
     capture(&mut jq, stdin)
 }
 

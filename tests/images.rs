@@ -17,18 +17,6 @@ use std::process::Command;
 /// The jq under test.
 const HOST_JQ: &str = "/usr/bin/jq";
 
-/// The environment podman gives a container whose image sets none; the native run gets the
-/// same.
-const CONTAINER_ENV: &[(&str, &str)] = &[
-    ("HOME", "/"),
-    (
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ),
-    ("TERM", "xterm"),
-    ("container", "podman"),
-];
-
 /// Each case: a name, jq's arguments after argv[0], and what jq reads on stdin. The unknown
 /// option names argv[0] in its message.
 #[rustfmt::skip]
@@ -66,7 +54,12 @@ fn pack(args: &[&str], output: &Path) {
 fn native(argv0: &str, args: &[&str], stdin: &[u8]) -> Run {
     let mut argv = vec![argv0];
     argv.extend_from_slice(args);
-    let mut jq = native_command(Path::new(HOST_JQ), &argv, CONTAINER_ENV, common::work_dir());
+    let mut jq = native_command(
+        Path::new(HOST_JQ),
+        &argv,
+        common::podman::CONTAINER_ENV,
+        common::work_dir(),
+    );
     capture(&mut jq, stdin)
 }
 

@@ -25,18 +25,6 @@ const DATA: &str = r#"{"items":[{"name":"apple","price":1.25,"tags":["fruit","re
 "store":"Épicerie \u00e9t\u00e9"}
 "#;
 
-/// The environment podman gives a scratch container with no image config; the native run
-/// gets the same (jq reads HOME to find ~/.jq).
-const CONTAINER_ENV: &[(&str, &str)] = &[
-    ("HOME", "/"),
-    (
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ),
-    ("TERM", "xterm"),
-    ("container", "podman"),
-];
-
 /// Each case: a name, jq's arguments after argv[0], and what jq reads on stdin.
 #[rustfmt::skip]
 const CASES: &[(&str, &[&str], &str)] = &[
@@ -85,7 +73,12 @@ impl Case {
     }
 
     fn run_natively(&self) -> Run {
-        let mut jq = native_command(Path::new(HOST_JQ), &self.argv(), CONTAINER_ENV, data_root());
+        let mut jq = native_command(
+            Path::new(HOST_JQ),
+            &self.argv(),
+            common::podman::CONTAINER_ENV,
+            data_root(),
+        );
         capture(&mut jq, &self.stdin)
     }
 }

@@ -25,18 +25,6 @@ const IMAGE_JQ: &str = "/jq";
 /// The container's mount point for the host dir that receives the packed jq.
 const OUTPUT_DIR: &str = "/out";
 
-/// The environment podman gives a scratch container with no image config; native runs get
-/// the same.
-const CONTAINER_ENV: &[(&str, &str)] = &[
-    ("HOME", "/"),
-    (
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ),
-    ("TERM", "xterm"),
-    ("container", "podman"),
-];
-
 /// tote's arguments after argv[0], for the packed and the real tote.
 const TOTE_CASES: &[&[&str]] = &[
     &["--version"],
@@ -68,7 +56,7 @@ fn with_argv0<'a>(argv0: &'a str, args: &[&'a str]) -> Vec<&'a str> {
 /// work dir as working dir.
 fn run_natively(program: &str, argv: &[&str], stdin: &[u8]) -> Run {
     let dir = common::work_dir();
-    let mut command = native_command(Path::new(program), argv, CONTAINER_ENV, dir);
+    let mut command = native_command(Path::new(program), argv, common::podman::CONTAINER_ENV, dir);
     capture(&mut command, stdin)
 }
 

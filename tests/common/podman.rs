@@ -8,6 +8,18 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The environment podman gives a scratch container whose image sets none (jq reads HOME to
+/// find ~/.jq); native runs compared with a container's get the same.
+pub const CONTAINER_ENV: &[(&str, &str)] = &[
+    ("HOME", "/"),
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("TERM", "xterm"),
+    ("container", "podman"),
+];
+
 /// A `podman` command that prints only errors of its own, so that its warnings never mix
 /// with the stderr of the program under test.
 pub fn podman() -> Command {
