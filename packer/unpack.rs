@@ -28,16 +28,18 @@ impl TotePayload {
         }
         let map = std::fs::read(file).map_err(|e| crate::elf::io_error(file, &e))?;
         if map.len() < TRAILER_LEN {
-            bail!("{name}: not a tote file (too short to hold a payload)");
+            bail!("{name}: not a tote file: too short to hold a tote trailer");
         }
         let mut raw = [0u8; TRAILER_LEN];
         raw.copy_from_slice(&map[map.len() - TRAILER_LEN..]);
         let trailer = Trailer::decode(&raw, map.len() as u64).map_err(|e| match e {
-            FormatError::NoPayload => anyhow::anyhow!("{name}: not a tote file (no payload)"),
+            FormatError::NoPayload => anyhow::anyhow!(
+                "{name}: not a tote file, or a truncated or extended one: no tote trailer at its end"
+            ),
             FormatError::Version => {
                 anyhow::anyhow!("{name}: payload of another format version than this tote's")
             }
-            e => anyhow::anyhow!("{name}: damaged payload (trailer: {e:?})"),
+            e => anyhow::anyhow!("{name}: damaged: {}", damage("trailer", e)),
         })?;
         let payload = TotePayload {
             file: file.to_path_buf(),
@@ -45,7 +47,10 @@ impl TotePayload {
             trailer,
         };
         if payload::checksum(payload.run_bytes()) != trailer.run_checksum {
-            bail!("{name}: damaged payload (run table checksum)");
+            bail!(
+                "{name}: damaged: {}",
+                damage("run table", FormatError::Checksum)
+            );
         }
         payload.run_table()?;
         Ok(payload)
@@ -60,13 +65,13 @@ impl TotePayload {
     }
 
     pub fn run_table(&self) -> Result<RunTable<'_>> {
-        RunTable::decode(self.run_bytes()).map_err(|e| self.damaged(&format!("run table: {e:?}")))
+        RunTable::decode(self.run_bytes()).map_err(|e| self.damaged(&damage("run table", e)))
     }
 
     pub fn index(&self) -> Result<Index<'_>> {
         let t = &self.trailer;
         Index::decode(self.bytes(t.index_offset(), t.run_offset()), t)
-            .map_err(|e| self.damaged(&format!("index: {e:?}")))
+            .map_err(|e| self.damaged(&damage("index", e)))
     }
 
     /// The launcher stub in front of the payload.
@@ -78,13 +83,24 @@ impl TotePayload {
     pub fn verify(&self) -> Result<()> {
         let t = &self.trailer;
         if payload::checksum(self.bytes(t.data_offset, t.end())) != t.payload_checksum {
-            return Err(self.damaged("checksum"));
+            return Err(self.damaged(&damage("payload", FormatError::Checksum)));
         }
         self.index().map(drop)
     }
 
     fn damaged(&self, what: &str) -> anyhow::Error {
-        anyhow::anyhow!("{}: damaged payload ({what})", self.file.display())
+        anyhow::anyhow!("{}: damaged: {what}", self.file.display())
+    }
+}
+
+/// What is wrong with `part` (the trailer, the run table, the index, the payload), in words.
+fn damage(part: &str, e: FormatError) -> String {
+    match e {
+        FormatError::Checksum => format!("the {part}'s checksum does not match"),
+        FormatError::UnsafePath => format!("the {part} names a path outside the bundle"),
+        FormatError::NoPayload | FormatError::Version | FormatError::Malformed => {
+            format!("the {part} is malformed")
+        }
     }
 }
 
@@ -149,7 +165,7 @@ fn write_tree(p: &TotePayload, at: &Path, root: &Path) -> Result<()> {
             let mut bytes = vec![0u8; e.size as usize];
             decoder
                 .read_exact(&mut bytes)
-                .map_err(|_| p.damaged("compressed data"))?;
+                .map_err(|_| p.damaged("the compressed data does not decode"))?;
             patch(&mut bytes, &e, root)?;
             let dest = at.join(path_of(&e));
             std::fs::write(&dest, &bytes).map_err(|e| crate::elf::io_error(&dest, &e))?;
