@@ -143,8 +143,8 @@ struct PackArgs {
     /// Set a variable for the program at run time, unless it is set already. `${TOTE_ROOT}`
     /// in VALUE is the bundle's root dir on the host where it runs; in an image config's Env,
     /// `/` or the prefix.
-    #[arg(long, value_name = "NAME=VALUE")]
-    env: Vec<String>,
+    #[arg(long, value_name = "NAME=VALUE", value_parser = plan::parse_var_spec)]
+    env: Vec<(String, String)>,
     /// Leave out the built-in knowledge of what common programs load at run time.
     #[arg(long)]
     no_builtin: bool,
@@ -239,6 +239,7 @@ fn print_out(text: &str) -> Result<()> {
 const TRACE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn pack(args: &PackArgs) -> Result<()> {
+    check_env_once(&args.env)?;
     let request = image::Request::check(&image::Given {
         format: args.format,
         layout: args.oci_layout,
@@ -271,6 +272,19 @@ fn pack(args: &PackArgs) -> Result<()> {
     )
 }
 
+/// Each `--env` variable at most once: which of two values was meant is not for tote to guess.
+fn check_env_once(env: &[(String, String)]) -> Result<()> {
+    for (i, (name, value)) in env.iter().enumerate() {
+        if let Some((_, again)) = env[..i].iter().find(|(n, _)| n == name) {
+            return Err(UsageError(format!(
+                "--env {name}: given twice ({name}={again}, {name}={value}); give it once"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// The plan the command line asks for: programs, variables, added files and libraries, and
 /// what detection and tracing find.
 fn plan_from(args: &PackArgs) -> Result<Plan> {
@@ -280,8 +294,8 @@ fn plan_from(args: &PackArgs) -> Result<Plan> {
         elf::check_program(&path, &elf::read(&path)?)?;
         plan.add_program(&program_name(program)?, &path)?;
     }
-    for spec in &args.env {
-        plan.add_var_spec(spec)?;
+    for (name, value) in &args.env {
+        plan.add_var(name, value);
     }
     for spec in &args.add {
         plan.add_spec(spec)?;

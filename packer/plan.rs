@@ -178,26 +178,34 @@ impl Plan {
         }
     }
 
-    /// `--env NAME=VALUE`.
-    pub fn add_var_spec(&mut self, spec: &str) -> Result<()> {
-        let Some((name, value)) = spec.split_once('=') else {
-            bail!("{spec}: --env takes NAME=VALUE");
-        };
-        let valid =
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid || name.starts_with("LD_") {
-            bail!("{spec}: {name} is not a variable tote can set (letters, digits, _; no LD_*)");
-        }
-        self.add_var(name, value);
-        Ok(())
-    }
-
     /// Sets `name` unless already set in the plan: the user's `--env` comes first.
     pub fn add_var(&mut self, name: &str, value: &str) {
         if !self.vars.iter().any(|(n, _)| n == name) {
             self.vars.push((name.to_string(), value.to_string()));
         }
     }
+}
+
+/// `--env NAME=VALUE` split and checked, as clap's value parser: a bad one is a usage error.
+pub fn parse_var_spec(spec: &str) -> std::result::Result<(String, String), String> {
+    let Some((name, value)) = spec.split_once('=') else {
+        return Err("no `=` in it: write NAME=VALUE".into());
+    };
+    if name.is_empty() {
+        return Err("no name before the `=`: write NAME=VALUE".into());
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "`{name}` is not a variable name: use letters, digits and _"
+        ));
+    }
+    if name.starts_with("LD_") {
+        return Err(format!(
+            "{name}: tote sets no LD_* variable (the bundle's programs find their libraries \
+             without them)"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -294,12 +302,14 @@ mod tests {
 
     #[test]
     fn env_specs_are_checked() {
+        let (name, value) = parse_var_spec("A=1=2").unwrap();
+        assert_eq!((name.as_str(), value.as_str()), ("A", "1=2"));
         let mut plan = Plan::new();
-        plan.add_var_spec("A=1=2").unwrap();
+        plan.add_var(&name, &value);
         plan.add_var("A", "later");
         assert_eq!(plan.vars, [("A".to_string(), "1=2".to_string())]);
-        for bad in ["NOVALUE", "=x", "LD_PRELOAD=/x.so", "A-B=1"] {
-            assert!(plan.add_var_spec(bad).is_err(), "{bad}");
+        for bad in ["NOVALUE", "=x", "LD_PRELOAD=/x.so", "A-B=1", "A B=1"] {
+            assert!(parse_var_spec(bad).is_err(), "{bad}");
         }
     }
 }

@@ -233,6 +233,18 @@ fn bad_image_options_are_refused_with_one_line_and_exit_2() {
         ),
         (&["--format", "oci", "--tag", "Bad:1"], "--tag Bad:1"),
         (&["--format", "oci", "--user", "root"], "--user root"),
+        (&["--format", "oci", "--tag", "a..b"], "--tag a..b"),
+        (&["--format", "oci", "--tag", "a___b:1"], "--tag a___b:1"),
+        (&["--format", "oci", "--tag", "jq:.1"], "--tag jq:.1"),
+        (
+            &["--format", "oci", "--user", "99999999999"],
+            "--user 99999999999",
+        ),
+        (
+            &["--format", "oci", "--user", "0:2147483648"],
+            "--user 0:2147483648",
+        ),
+        (&["--env", "A=1", "--env", "A=2"], "--env A"),
     ];
     let mut failures = Failures::new();
     for (args, named) in cases {
@@ -342,4 +354,49 @@ fn a_bad_source_date_epoch_is_refused() {
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
+}
+
+/// A malformed `--env` is a usage error as clap reports one: exit 2, the value and what is
+/// wrong with it named, and nothing written.
+#[test]
+fn a_malformed_env_is_a_usage_error() {
+    let program = common::fixtures::program("exit_code");
+    let cases = [
+        ("FOO", "no `=` in it"),
+        ("A B=1", "`A B` is not a variable name"),
+        ("=x", "no name before the `=`"),
+        ("LD_PRELOAD=/x.so", "LD_PRELOAD: tote sets no LD_* variable"),
+    ];
+    let mut failures = Failures::new();
+    for (spec, says) in cases {
+        let out_dir = common::temp_dir();
+        let run = capture(
+            tote()
+                .arg("pack")
+                .arg(&program)
+                .args(["--env", spec, "-o"])
+                .arg(out_dir.path().join("out")),
+            b"",
+        );
+        failures.check(
+            &format!("--env {spec}: exit 2"),
+            run.status == Status::Code(2),
+            || run.describe(),
+        );
+        let first = run.stderr_lines().first().cloned().unwrap_or_default();
+        let named = first.contains(&format!("'{spec}'")) && first.contains(says);
+        failures.check(&format!("--env {spec}: says {says}"), named, || {
+            run.describe()
+        });
+        failures.check(
+            &format!("--env {spec}: no double space"),
+            !first.contains("  "),
+            || run.describe(),
+        );
+        let left = std::fs::read_dir(out_dir.path()).unwrap().count();
+        failures.check(&format!("--env {spec}: nothing written"), left == 0, || {
+            format!("{left} entries")
+        });
+    }
+    failures.finish();
 }
