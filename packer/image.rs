@@ -279,9 +279,9 @@ pub fn write(
     objects: &[Member],
     closure: &Closure,
     (level, streams): (u32, usize),
+    epoch: Epoch,
     output: &Path,
 ) -> Result<()> {
-    let epoch = source_date_epoch()?;
     let mut laid = match (&req.prefix, req.layout) {
         (_, OciLayout::File) if req.format == Format::Oci => {
             single_file(&Bundle::new(plan, objects, closure)?, plan, level, streams)?
@@ -436,18 +436,36 @@ fn add_extras(req: &Request, laid: &mut Laid) -> Result<()> {
 const LATEST: u64 = 0o77777777777;
 
 /// `SOURCE_DATE_EPOCH` when set, the latest time of every entry and the time of the image;
-/// else the image is from 1970 and host files keep their times.
-fn source_date_epoch() -> Result<Epoch> {
-    let Ok(text) = std::env::var("SOURCE_DATE_EPOCH") else {
-        return Ok(Epoch {
-            time: 0,
-            clamp: false,
-        });
+/// else (unset or empty) the image is from 1970 and host files keep their times. A set value
+/// is digits only, surrounding whitespace aside; anything else is an error for every format.
+pub fn source_date_epoch() -> Result<Epoch> {
+    let unset = Epoch {
+        time: 0,
+        clamp: false,
     };
-    match text.trim().parse() {
-        Ok(time) if time <= LATEST => Ok(Epoch { time, clamp: true }),
-        _ => anyhow::bail!(
-            "SOURCE_DATE_EPOCH={text}: not a whole number of seconds from 1970 to {LATEST}"
+    let text = match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(std::env::VarError::NotPresent) => return Ok(unset),
+        Err(std::env::VarError::NotUnicode(raw)) => anyhow::bail!(
+            "SOURCE_DATE_EPOCH={}: not a whole number of seconds from 1970 to {LATEST}",
+            raw.to_string_lossy()
+        ),
+        Ok(text) => text,
+    };
+    let digits = text.trim();
+    if digits.is_empty() {
+        return Ok(unset);
+    }
+    let time = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse::<u64>().ok())
+        .flatten()
+        .filter(|&t| t <= LATEST);
+    match time {
+        Some(time) => Ok(Epoch { time, clamp: true }),
+        None => anyhow::bail!(
+            "SOURCE_DATE_EPOCH={text}: not a whole number of seconds from 1970 to {LATEST}: \
+             write digits only, or leave it empty or unset"
         ),
     }
 }

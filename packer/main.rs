@@ -240,6 +240,9 @@ const TRACE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn pack(args: &PackArgs) -> Result<()> {
     check_env_once(&args.env)?;
+    // Read for every format, so that a malformed value is never ignored; a tote file keeps
+    // its files' own times and has no other.
+    let epoch = image::source_date_epoch()?;
     let request = image::Request::check(&image::Given {
         format: args.format,
         layout: args.oci_layout,
@@ -268,6 +271,7 @@ fn pack(args: &PackArgs) -> Result<()> {
         &objects,
         &closure,
         compression,
+        epoch,
         &args.output,
     )
 }

@@ -329,31 +329,64 @@ fn an_existing_output_of_the_wrong_kind_is_refused_and_kept() {
     failures.finish();
 }
 
-/// A `SOURCE_DATE_EPOCH` that is not a time a tar can hold is one line naming it, and
-/// nothing is written.
+/// A `SOURCE_DATE_EPOCH` that is not digits, or not a time a tar can hold, is one line
+/// naming it for every format (a tote file does not use it, but a typo is never ignored),
+/// and nothing is written.
 #[test]
-fn a_bad_source_date_epoch_is_refused() {
+fn a_bad_source_date_epoch_is_refused_for_every_format() {
     let program = common::fixtures::program("exit_code");
-    for bad in ["yesterday", "-1", "99999999999999"] {
-        let dir = common::temp_dir();
-        let run = capture(
-            tote()
-                .arg("pack")
-                .arg(&program)
-                .args(["--format", "tar", "-o"])
-                .arg(dir.path().join("out.tar"))
-                .env("SOURCE_DATE_EPOCH", bad),
-            b"",
-        );
-        let lines = run.stderr_lines();
-        assert_eq!(run.status, Status::Code(1), "{}", run.describe());
-        assert!(
-            lines.len() == 1 && lines[0].starts_with(&format!("tote: SOURCE_DATE_EPOCH={bad}: ")),
-            "{}",
-            run.describe()
-        );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let mut failures = Failures::new();
+    for format in ["file", "dir", "tar", "oci"] {
+        for bad in ["yesterday", "-1", "+5", "0x10", "1 2", "99999999999999"] {
+            let dir = common::temp_dir();
+            let run = capture(
+                tote()
+                    .arg("pack")
+                    .arg(&program)
+                    .args(["--format", format, "-o"])
+                    .arg(dir.path().join("out"))
+                    .env("SOURCE_DATE_EPOCH", bad),
+                b"",
+            );
+            let label = format!("--format {format}, SOURCE_DATE_EPOCH={bad}");
+            let lines = run.stderr_lines();
+            let refused = run.status == Status::Code(1)
+                && lines.len() == 1
+                && lines[0].starts_with(&format!("tote: SOURCE_DATE_EPOCH={bad}: "));
+            failures.check(&label, refused, || run.describe());
+            let left = std::fs::read_dir(dir.path()).unwrap().count();
+            failures.check(&format!("{label}: nothing written"), left == 0, || {
+                format!("{left} entries")
+            });
+        }
     }
+    failures.finish();
+}
+
+/// An empty `SOURCE_DATE_EPOCH` means unset: the tar is the same as without it. Whitespace
+/// around the digits is allowed.
+#[test]
+fn an_empty_source_date_epoch_is_unset() {
+    let program = common::fixtures::program("exit_code");
+    let dir = common::temp_dir();
+    let pack = |name: &str, epoch: Option<&str>| {
+        let output = dir.path().join(name);
+        let mut command = tote();
+        command
+            .arg("pack")
+            .arg(&program)
+            .args(["--format", "tar", "-o"])
+            .arg(&output)
+            .env_remove("SOURCE_DATE_EPOCH");
+        if let Some(epoch) = epoch {
+            command.env("SOURCE_DATE_EPOCH", epoch);
+        }
+        let run = capture(&mut command, b"");
+        assert!(run.success(), "{name}: {}", run.describe());
+        std::fs::read(output).expect("the tar was written")
+    };
+    assert!(pack("unset.tar", None) == pack("empty.tar", Some("")));
+    assert!(pack("digits.tar", Some("5")) == pack("spaced.tar", Some(" 5\n")));
 }
 
 /// A malformed `--env` is a usage error as clap reports one: exit 2, the value and what is
