@@ -205,7 +205,11 @@ fn init_logging(verbose: u8) {
         .filter_level(level)
         .format(|buf, record| {
             use std::io::Write;
-            writeln!(buf, "tote: {}", record.args())
+            let warning = match record.level() {
+                log::Level::Warn => "warning: ",
+                _ => "",
+            };
+            writeln!(buf, "tote: {warning}{}", record.args())
         })
         .init();
 }
@@ -260,6 +264,7 @@ fn pack(args: &PackArgs) -> Result<()> {
     output::check(&args.output, kind)?;
     let mut plan = plan_from(args)?;
     let (objects, closure) = resolve_all(&mut plan, !args.no_builtin)?;
+    check_clashes(&plan, &closure)?;
     let compression = (args.level, args.streams as usize);
     if args.format == Format::File {
         let bundle = bundle::Bundle::new(&plan, &objects, &closure)?;
@@ -296,6 +301,14 @@ fn plan_from(args: &PackArgs) -> Result<Plan> {
     for program in &args.programs {
         let path = locate(program)?;
         elf::check_program(&path, &elf::read(&path)?)?;
+        if unpack::is_tote_file(&path) {
+            bail!(
+                "{}: a tote file already; pack the program it was packed from instead (`tote \
+                 inspect {}` names it)",
+                path.display(),
+                program.display()
+            );
+        }
         plan.add_program(&program_name(program)?, &path)?;
     }
     for (name, value) in &args.env {
@@ -337,6 +350,30 @@ fn resolve_all(plan: &mut Plan, builtin: bool) -> Result<(Vec<Member>, closure::
         }
         resolved = resolve(plan)?;
     }
+}
+
+/// Refuses an added file whose dest is where the closure has its loader or a library: one
+/// of the two would be lost. The same file at its own path (`--add` of a library it needs
+/// anyway) is no clash.
+fn check_clashes(plan: &Plan, closure: &closure::Closure) -> Result<()> {
+    let same = |a: &Path, b: &Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y);
+    let members = closure.interpreters.iter().chain(&closure.libraries);
+    for member in members {
+        let clash = plan
+            .files
+            .iter()
+            .find(|f| f.dest == member.dest && !same(&f.source, &member.object.source));
+        if let Some(added) = clash {
+            bail!(
+                "{}: cannot go at {} in the bundle: the closure has {} there; give it another \
+                 DEST",
+                added.source.display(),
+                added.dest.display(),
+                member.object.source.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads the ELF objects of the plan (programs first) and resolves what they need.

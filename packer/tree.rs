@@ -108,7 +108,8 @@ impl Tree {
     /// Writes the tree into `root`, an existing empty dir, with the times of `epoch` (the
     /// root's too).
     pub fn write_dir(&self, root: &Path, epoch: Epoch) -> Result<()> {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| crate::elf::io_error(root, &e))?;
         for (path, node) in &self.nodes {
             let dest = root.join(path);
             let made = match node {

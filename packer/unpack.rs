@@ -104,6 +104,17 @@ fn damage(part: &str, e: FormatError) -> String {
     }
 }
 
+/// Whether `file` ends with a tote trailer: it is a tote file already.
+pub fn is_tote_file(file: &Path) -> bool {
+    use std::io::{Seek, SeekFrom};
+    let mut tail = [0u8; TRAILER_LEN];
+    let read = std::fs::File::open(file).and_then(|mut f| {
+        f.seek(SeekFrom::End(-(TRAILER_LEN as i64)))?;
+        f.read_exact(&mut tail)
+    });
+    read.is_ok() && tail[..payload::MAGIC.len()] == payload::MAGIC
+}
+
 /// `tote verify`: one line saying what was checked.
 pub fn verify(file: &Path) -> Result<String> {
     let p = TotePayload::open(file)?;
@@ -152,9 +163,11 @@ pub fn extract(file: &Path, dir: &Path) -> Result<()> {
 /// Writes every entry of `p` under `at`, patching paths for `root`, where the tree will be.
 fn write_tree(p: &TotePayload, at: &Path, root: &Path) -> Result<()> {
     let index = p.index()?;
-    std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o755))?;
+    let io = |path: &Path, e: std::io::Error| crate::elf::io_error(path, &e);
+    std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o755)).map_err(|e| io(at, e))?;
     for e in index.entries().filter(|e| e.kind == KIND_DIR) {
-        std::fs::create_dir_all(at.join(path_of(&e)))?;
+        let dir = at.join(path_of(&e));
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     }
     let t = &p.trailer;
     for s in index.streams() {
@@ -170,7 +183,8 @@ fn write_tree(p: &TotePayload, at: &Path, root: &Path) -> Result<()> {
             let dest = at.join(path_of(&e));
             std::fs::write(&dest, &bytes).map_err(|e| crate::elf::io_error(&dest, &e))?;
             set_mtime(&dest, e.mtime)?;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(e.mode & 0o777))?;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(e.mode & 0o777))
+                .map_err(|e| io(&dest, e))?;
         }
     }
     for e in index
@@ -178,7 +192,8 @@ fn write_tree(p: &TotePayload, at: &Path, root: &Path) -> Result<()> {
         .filter(|e| e.kind != KIND_DIR && e.kind != KIND_FILE)
     {
         let target = String::from_utf8_lossy(e.target).into_owned();
-        std::os::unix::fs::symlink(target, at.join(path_of(&e)))?;
+        let link = at.join(path_of(&e));
+        std::os::unix::fs::symlink(target, &link).map_err(|e| io(&link, e))?;
     }
     Ok(())
 }

@@ -433,3 +433,81 @@ fn a_malformed_env_is_a_usage_error() {
     }
     failures.finish();
 }
+
+/// `tote pack PROGRAM ARGS... -o OUTPUT` into a fresh dir: the run, and what the dir holds
+/// after it.
+fn pack_in_new_dir(program: &Path, args: &[&str]) -> (Run, usize) {
+    let out_dir = common::temp_dir();
+    let run = capture(
+        tote()
+            .arg("pack")
+            .arg(program)
+            .args(args)
+            .arg("-o")
+            .arg(out_dir.path().join("out")),
+        b"",
+    );
+    let left = std::fs::read_dir(out_dir.path()).unwrap().count();
+    (run, left)
+}
+
+/// Inputs of `--add` and `--lib` that cannot be packed, an added file that would replace a
+/// file of the closure, and a tote file given as the program: one line saying what is wrong
+/// in words (no `os error`, no Rust names), exit 1, nothing written.
+#[test]
+fn unusable_additions_and_tote_files_are_refused_in_words() {
+    let program = common::fixtures::program("exit_code");
+    let program_text = common::utf8(&program);
+    let packed = common::tote::packed("exit_code");
+    let add_at = |dest: &str| format!("/etc/hostname:{dest}");
+    let cases: Vec<(Vec<String>, &Path, String)> = vec![
+        (
+            vec!["--add".into(), "/nonexistent".into()],
+            &program,
+            "tote: /nonexistent: no such file or directory for --add".into(),
+        ),
+        (
+            vec!["--lib".into(), "/etc/passwd".into()],
+            &program,
+            "tote: /etc/passwd (--lib): not an ELF shared library for x86-64".into(),
+        ),
+        (
+            vec!["--lib".into(), "/nonexistent/libx.so".into()],
+            &program,
+            "tote: /nonexistent/libx.so (--lib): no such file or directory".into(),
+        ),
+        (
+            vec!["--add".into(), add_at(program_text)],
+            &program,
+            format!("tote: /etc/hostname: cannot go at {program_text} in the bundle: {program_text} is there already"),
+        ),
+        (
+            vec!["--add".into(), add_at("/lib64/ld-linux-x86-64.so.2")],
+            &program,
+            "tote: /etc/hostname: cannot go at /lib64/ld-linux-x86-64.so.2 in the bundle: the closure has ".into(),
+        ),
+        (
+            vec![],
+            &packed,
+            format!("tote: {}: a tote file already; pack the program it was packed from instead", packed.display()),
+        ),
+    ];
+    let mut failures = Failures::new();
+    for (args, program, says) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (run, left) = pack_in_new_dir(program, &args);
+        let label = format!("{program:?} {args:?}");
+        failures.check(
+            &format!("{label}: exit 1"),
+            run.status == Status::Code(1),
+            || run.describe(),
+        );
+        let lines = run.stderr_lines();
+        let said = lines.len() == 1 && lines[0].starts_with(says.as_str());
+        failures.check(&format!("{label}: says {says}"), said, || run.describe());
+        failures.check(&format!("{label}: nothing written"), left == 0, || {
+            format!("{left} entries")
+        });
+    }
+    failures.finish();
+}
