@@ -302,7 +302,11 @@ pub fn write(
         }
         Format::Tar => {
             warn_env(&laid.env, output);
-            let tar = laid.tree.write_tar(Vec::new(), epoch)?;
+            // Under a prefix the tar is for adding to another image (`ADD jq.tar /`): the
+            // dirs above the prefix are that image's, with their own modes (`/tmp` 1777).
+            let tar = laid
+                .tree
+                .write_tar(Vec::new(), epoch, req.prefix.as_deref())?;
             output::write_file(output, &[&tar], 0o666 & !output::umask())
         }
         // `main` writes a tote file itself; only the OCI archive is left.
