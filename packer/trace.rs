@@ -67,8 +67,9 @@ pub fn opened_files(program: &Path, args: &[OsString], timeout: Duration) -> Res
     let failure = tracer.root_status.and_then(failure_of);
     if expired {
         warn!(
-            "{}: still running after {timeout:?}, killed; what it would open later is missing",
-            program.display()
+            "{}: still running after {}, killed; what it would open later is missing",
+            program.display(),
+            humantime::format_duration(timeout)
         );
     } else if let Some(failure) = failure {
         warn!(
