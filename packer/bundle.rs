@@ -131,7 +131,7 @@ impl Bundle {
                 Some(m) => b.push(&m.dest, || library_file(m, &lib_dirs))?,
                 None => b.push(&added.dest, || {
                     let bytes = std::fs::read(&added.source)
-                        .with_context(|| added.source.display().to_string())?;
+                        .map_err(|e| crate::elf::io_error(&added.source, &e))?;
                     plain_file(&added.dest, &added.source, bytes)
                 })?,
             }
@@ -352,8 +352,13 @@ impl Bundle {
                     name: p.name.as_bytes(),
                     path: p.path.as_bytes(),
                     interpreter: p.interpreter.as_bytes(),
-                    libraries: Paths::new(list)
-                        .map_err(|e| anyhow::anyhow!("library list of {}: {e:?}", p.name))?,
+                    libraries: Paths::new(list).map_err(|_| {
+                        anyhow::anyhow!(
+                            "{}: its library list cannot be recorded: a path in it is \
+                                 empty, absolute, has `..` or is too long",
+                            p.name
+                        )
+                    })?,
                 })
             })
             .collect::<Result<Vec<Program>>>()?;
@@ -457,7 +462,7 @@ fn plain_file(dest: &Path, source: &Path, bytes: Vec<u8>) -> Result<File> {
 /// The permission bits and the modification time (seconds, none before the epoch) of `source`.
 fn mode_and_mtime(source: &Path) -> Result<(u32, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(source).with_context(|| source.display().to_string())?;
+    let meta = std::fs::metadata(source).map_err(|e| crate::elf::io_error(source, &e))?;
     Ok((meta.mode() & 0o777, meta.mtime().max(0) as u64))
 }
 

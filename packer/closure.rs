@@ -108,6 +108,9 @@ pub fn resolve(roots: &[Root], extra_libs: &[String]) -> Result<Closure> {
         s
     };
     for lib in extra_libs {
+        if lib.contains('/') && !elf::is_packable(Path::new(lib)) {
+            bail!("{lib} (--lib): {}", elf::why_no_library(Path::new(lib)));
+        }
         let (dest, why) = find(lib, main, main, &system(main_flavor))?;
         info!("{lib} (--lib): {} (first found in a {why})", dest.display());
         if !closure.has(&dest) {
@@ -260,7 +263,11 @@ fn find(
         if elf::is_packable(&p) {
             return Ok((p, "a path"));
         }
-        bail!("{name} (needed by {}): not found", needer.dest.display());
+        bail!(
+            "{name} (needed by {}): {}",
+            needer.dest.display(),
+            elf::why_no_library(&p)
+        );
     }
     let dirs = search_dirs(needer, program, system);
     for (dir, why) in &dirs {

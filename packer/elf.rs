@@ -60,13 +60,26 @@ pub fn read(path: &Path) -> Result<Object> {
 
 /// `<path>: <what the system said>`, without Rust's `(os error N)` tail.
 pub fn io_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", path.display(), io_text(e))
+}
+
+/// What the system said, in lowercase, without Rust's `(os error N)` tail.
+pub fn io_text(e: &std::io::Error) -> String {
     let text = e.to_string();
-    let text = text
-        .split(" (os error")
+    text.split(" (os error")
         .next()
         .unwrap_or(&text)
-        .to_lowercase();
-    anyhow::anyhow!("{}: {text}", path.display())
+        .to_lowercase()
+}
+
+/// Why `path` is no library tote can pack, for a library named by its path: missing, a dir,
+/// or not an x86-64 ELF file.
+pub fn why_no_library(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Err(e) => io_text(&e),
+        Ok(m) if m.is_dir() => "is a directory, not a library".into(),
+        Ok(_) => "not an ELF shared library for x86-64".into(),
+    }
 }
 
 /// Refuses an ELF file that cannot be started as a program: an object file, a core dump, a

@@ -69,7 +69,7 @@ pub struct Given<'a> {
     pub user: Option<&'a str>,
     pub passwd: bool,
     pub ca_certs: bool,
-    pub env: &'a [String],
+    pub env: &'a [(String, String)],
 }
 
 impl Request {
@@ -109,11 +109,7 @@ impl Request {
             user: g.user.map(check_user).transpose()?,
             passwd: g.passwd,
             ca_certs: g.ca_certs,
-            user_vars: g
-                .env
-                .iter()
-                .filter_map(|s| s.split_once('=').map(|(n, _)| n.to_string()))
-                .collect(),
+            user_vars: g.env.iter().map(|(n, _)| n.clone()).collect(),
         })
     }
 }
@@ -147,55 +143,123 @@ fn check_prefix(prefix: &Path) -> Result<PathBuf> {
     Ok(plain)
 }
 
-/// `NAME[:TAG]` as a container engine names images: lowercase path components (the first
-/// may be a registry host with a port), then a tag of letters, digits, `_`, `.` and `-`.
+/// The longest image name (registry host and path) the engines accept.
+const NAME_MAX: usize = 255;
+
+/// The highest uid or gid container engines accept.
+const ID_MAX: u64 = 2_147_483_647;
+
+/// `NAME[:TAG]` by the grammar of image references (the `reference` package of
+/// distribution, which podman and docker use): an optional registry host with a port, then
+/// path components separated by `/`, then an optional tag; the tag is `latest` when none is
+/// given.
 fn check_tag(tag: &str) -> Result<String> {
     let (name, version) = match tag.rsplit_once(':') {
         Some((n, v)) if !v.contains('/') => (n, v),
         _ => (tag, "latest"),
     };
-    let parts: Vec<&str> = name.split('/').collect();
-    let is_host = |p: &str| {
-        let (host, port) = p.split_once(':').unwrap_or((p, "0"));
-        !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            && port.bytes().all(|b| b.is_ascii_digit())
-    };
-    let is_component = |p: &str| {
-        let ends = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        ends(p.bytes().next())
-            && ends(p.bytes().last())
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-    };
-    let host_given = parts.len() > 1 && is_host(parts[0]) && !is_component(parts[0]);
-    let named = parts
-        .iter()
-        .skip(host_given as usize)
-        .all(|p| is_component(p));
-    let tagged = (1..=128).contains(&version.len())
-        && !version.starts_with(['.', '-'])
-        && version
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !named || !tagged {
+    if !is_image_name(name) {
         return usage(format!(
-            "--tag {tag}: not an image name: write NAME[:TAG], NAME in lowercase letters, digits, . _ - and /"
+            "--tag {tag}: not an image name: write NAME[:TAG], NAME of lowercase letters and \
+             digits joined by one . or _, two _, or dashes, in parts separated by /"
+        ));
+    }
+    if !is_image_tag(version) {
+        return usage(format!(
+            "--tag {tag}: not an image tag: write up to 128 letters, digits, _ . and -, not \
+             starting with . or -"
         ));
     }
     Ok(format!("{name}:{version}"))
 }
 
+/// A name as the engines split it: the first part is a registry host when it has a `.` or
+/// a `:` (a port), is `localhost` or has an uppercase letter; the rest is the path.
+fn is_image_name(name: &str) -> bool {
+    let (host, path) = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
+            (Some(first), rest)
+        }
+        _ => (None, name),
+    };
+    name.len() <= NAME_MAX
+        && host.is_none_or(is_registry_host)
+        && path.split('/').all(is_path_component)
+}
+
+/// `host[:port]`, the host dot-separated labels of letters, digits and inner dashes.
+fn is_registry_host(text: &str) -> bool {
+    let (host, port) = match text.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (text, None),
+    };
+    let label = |l: &str| {
+        let inner = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
+        l.bytes().all(inner) && !l.starts_with('-') && !l.ends_with('-') && !l.is_empty()
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    port_ok && host.split('.').all(label)
+}
+
+/// Runs of lowercase letters and digits, each two joined by exactly one separator: `.`,
+/// `_`, `__`, or any number of `-`.
+fn is_path_component(part: &str) -> bool {
+    let b = part.as_bytes();
+    let word = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        let start = i;
+        while i < b.len() && word(b[i]) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i == b.len() {
+            return true;
+        }
+        let separator = i;
+        while i < b.len() && !word(b[i]) {
+            i += 1;
+        }
+        let ok = match &b[separator..i] {
+            b"." | b"_" | b"__" => true,
+            dashes => dashes.iter().all(|&x| x == b'-'),
+        };
+        if !ok {
+            return false;
+        }
+    }
+}
+
+/// A tag: a letter, digit or `_`, then up to 127 of those, `.` and `-`.
+fn is_image_tag(tag: &str) -> bool {
+    let w = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    (1..=128).contains(&tag.len())
+        && tag.bytes().next().is_some_and(w)
+        && tag.bytes().all(|b| w(b) || b == b'.' || b == b'-')
+}
+
+/// `UID[:GID]`, in numbers from 0 to `ID_MAX`.
 fn check_user(user: &str) -> Result<String> {
     let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let ok = match user.split_once(':') {
-        Some((u, g)) => number(u) && number(g),
-        None => number(user),
+    let ids: Vec<&str> = match user.split_once(':') {
+        Some((u, g)) => vec![u, g],
+        None => vec![user],
     };
-    if !ok {
+    if !ids.iter().all(|id| number(id)) {
         return usage(format!("--user {user}: write UID or UID:GID, in numbers"));
+    }
+    for id in ids {
+        if id.parse::<u64>().map_or(true, |n| n > ID_MAX) {
+            return usage(format!(
+                "--user {user}: {id} is out of range: uids and gids go from 0 to {ID_MAX}"
+            ));
+        }
     }
     Ok(user.to_string())
 }
@@ -215,9 +279,9 @@ pub fn write(
     objects: &[Member],
     closure: &Closure,
     (level, streams): (u32, usize),
+    epoch: Epoch,
     output: &Path,
 ) -> Result<()> {
-    let epoch = source_date_epoch()?;
     let mut laid = match (&req.prefix, req.layout) {
         (_, OciLayout::File) if req.format == Format::Oci => {
             single_file(&Bundle::new(plan, objects, closure)?, plan, level, streams)?
@@ -238,7 +302,11 @@ pub fn write(
         }
         Format::Tar => {
             warn_env(&laid.env, output);
-            let tar = laid.tree.write_tar(Vec::new(), epoch)?;
+            // Under a prefix the tar is for adding to another image (`ADD jq.tar /`): the
+            // dirs above the prefix are that image's, with their own modes (`/tmp` 1777).
+            let tar = laid
+                .tree
+                .write_tar(Vec::new(), epoch, req.prefix.as_deref())?;
             output::write_file(output, &[&tar], 0o666 & !output::umask())
         }
         // `main` writes a tote file itself; only the OCI archive is left.
@@ -372,18 +440,36 @@ fn add_extras(req: &Request, laid: &mut Laid) -> Result<()> {
 const LATEST: u64 = 0o77777777777;
 
 /// `SOURCE_DATE_EPOCH` when set, the latest time of every entry and the time of the image;
-/// else the image is from 1970 and host files keep their times.
-fn source_date_epoch() -> Result<Epoch> {
-    let Ok(text) = std::env::var("SOURCE_DATE_EPOCH") else {
-        return Ok(Epoch {
-            time: 0,
-            clamp: false,
-        });
+/// else (unset or empty) the image is from 1970 and host files keep their times. A set value
+/// is digits only, surrounding whitespace aside; anything else is an error for every format.
+pub fn source_date_epoch() -> Result<Epoch> {
+    let unset = Epoch {
+        time: 0,
+        clamp: false,
     };
-    match text.trim().parse() {
-        Ok(time) if time <= LATEST => Ok(Epoch { time, clamp: true }),
-        _ => anyhow::bail!(
-            "SOURCE_DATE_EPOCH={text}: not a whole number of seconds from 1970 to {LATEST}"
+    let text = match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(std::env::VarError::NotPresent) => return Ok(unset),
+        Err(std::env::VarError::NotUnicode(raw)) => anyhow::bail!(
+            "SOURCE_DATE_EPOCH={}: not a whole number of seconds from 1970 to {LATEST}",
+            raw.to_string_lossy()
+        ),
+        Ok(text) => text,
+    };
+    let digits = text.trim();
+    if digits.is_empty() {
+        return Ok(unset);
+    }
+    let time = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse::<u64>().ok())
+        .flatten()
+        .filter(|&t| t <= LATEST);
+    match time {
+        Some(time) => Ok(Epoch { time, clamp: true }),
+        None => anyhow::bail!(
+            "SOURCE_DATE_EPOCH={text}: not a whole number of seconds from 1970 to {LATEST}: \
+             write digits only, or leave it empty or unset"
         ),
     }
 }
@@ -404,9 +490,42 @@ mod tests {
             check_tag("reg.example/jq").unwrap(),
             "reg.example/jq:latest"
         );
-        for bad in ["Jq:1", "jq:", "jq:-x", "/jq", "jq/", "j q", "jq:1:2"] {
+        for good in [
+            "a--b",
+            "a__b",
+            "a.b_c-d",
+            "me/jq_2:V1.0-rc_1",
+            "Reg.Example:443/jq",
+            "localhost/jq",
+            "jq:_x",
+            "Foo/bar",
+        ] {
+            assert!(check_tag(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "Jq:1",
+            "jq:",
+            "jq:-x",
+            "/jq",
+            "jq/",
+            "j q",
+            "jq:1:2",
+            "a..b",
+            "a___b",
+            "a._b",
+            "a-_b",
+            "-a",
+            "a-",
+            "a//b",
+            "reg-.example/jq",
+            "reg.example:/jq",
+            "jq@x",
+        ] {
             assert!(check_tag(bad).is_err(), "{bad}");
         }
+        let long = format!("{}:1", "a".repeat(NAME_MAX + 1));
+        assert!(check_tag(&long).is_err());
+        assert!(check_tag(&format!("jq:{}", "1".repeat(129))).is_err());
     }
 
     #[test]
@@ -419,7 +538,17 @@ mod tests {
             assert!(check_prefix(Path::new(bad)).is_err(), "{bad}");
         }
         assert!(check_user("1000:1000").is_ok() && check_user("65534").is_ok());
-        for bad in ["", "root", "1000:", ":1", "1:2:3"] {
+        assert!(check_user("2147483647:0").is_ok());
+        for bad in [
+            "",
+            "root",
+            "1000:",
+            ":1",
+            "1:2:3",
+            "2147483648",
+            "0:2147483648",
+            "99999999999999999999999",
+        ] {
             assert!(check_user(bad).is_err(), "{bad}");
         }
     }

@@ -1,7 +1,7 @@
 //! `tote inspect`: what a tote file holds, read from its trailer, run table and index without
 //! extracting anything: the launcher, the programs with what they load, the variables set at
 //! run time, every entry, the totals, and where the bundle is or would go on this host. As
-//! text, or as JSON with `--json`.
+//! text, or as JSON with `--json`. A damaged file is refused as `tote verify` refuses it.
 
 use crate::bundle::STUB;
 use crate::payload::{self, KIND_DIR, KIND_FILE, MARKER};
@@ -73,9 +73,11 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Reads `file` into a report.
+/// Reads `file` into a report, once its checksums and tables are checked as `tote verify`
+/// checks them: a damaged file is refused with the same error.
 pub fn report(file: &Path) -> Result<Report> {
     let p = TotePayload::open(file)?;
+    p.verify()?;
     let (run, index) = (p.run_table()?, p.index()?);
     let t = &p.trailer;
     let programs = run

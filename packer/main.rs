@@ -143,8 +143,8 @@ struct PackArgs {
     /// Set a variable for the program at run time, unless it is set already. `${TOTE_ROOT}`
     /// in VALUE is the bundle's root dir on the host where it runs; in an image config's Env,
     /// `/` or the prefix.
-    #[arg(long, value_name = "NAME=VALUE")]
-    env: Vec<String>,
+    #[arg(long, value_name = "NAME=VALUE", value_parser = plan::parse_var_spec)]
+    env: Vec<(String, String)>,
     /// Leave out the built-in knowledge of what common programs load at run time.
     #[arg(long)]
     no_builtin: bool,
@@ -205,7 +205,11 @@ fn init_logging(verbose: u8) {
         .filter_level(level)
         .format(|buf, record| {
             use std::io::Write;
-            writeln!(buf, "tote: {}", record.args())
+            let warning = match record.level() {
+                log::Level::Warn => "warning: ",
+                _ => "",
+            };
+            writeln!(buf, "tote: {warning}{}", record.args())
         })
         .init();
 }
@@ -239,6 +243,10 @@ fn print_out(text: &str) -> Result<()> {
 const TRACE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn pack(args: &PackArgs) -> Result<()> {
+    check_env_once(&args.env)?;
+    // Read for every format, so that a malformed value is never ignored; a tote file keeps
+    // its files' own times and has no other.
+    let epoch = image::source_date_epoch()?;
     let request = image::Request::check(&image::Given {
         format: args.format,
         layout: args.oci_layout,
@@ -256,6 +264,7 @@ fn pack(args: &PackArgs) -> Result<()> {
     output::check(&args.output, kind)?;
     let mut plan = plan_from(args)?;
     let (objects, closure) = resolve_all(&mut plan, !args.no_builtin)?;
+    check_clashes(&plan, &closure)?;
     let compression = (args.level, args.streams as usize);
     if args.format == Format::File {
         let bundle = bundle::Bundle::new(&plan, &objects, &closure)?;
@@ -267,8 +276,22 @@ fn pack(args: &PackArgs) -> Result<()> {
         &objects,
         &closure,
         compression,
+        epoch,
         &args.output,
     )
+}
+
+/// Each `--env` variable at most once: which of two values was meant is not for tote to guess.
+fn check_env_once(env: &[(String, String)]) -> Result<()> {
+    for (i, (name, value)) in env.iter().enumerate() {
+        if let Some((_, again)) = env[..i].iter().find(|(n, _)| n == name) {
+            return Err(UsageError(format!(
+                "--env {name}: given twice ({name}={again}, {name}={value}); give it once"
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The plan the command line asks for: programs, variables, added files and libraries, and
@@ -278,10 +301,18 @@ fn plan_from(args: &PackArgs) -> Result<Plan> {
     for program in &args.programs {
         let path = locate(program)?;
         elf::check_program(&path, &elf::read(&path)?)?;
+        if unpack::is_tote_file(&path) {
+            bail!(
+                "{}: a tote file already; pack the program it was packed from instead (`tote \
+                 inspect {}` names it)",
+                path.display(),
+                program.display()
+            );
+        }
         plan.add_program(&program_name(program)?, &path)?;
     }
-    for spec in &args.env {
-        plan.add_var_spec(spec)?;
+    for (name, value) in &args.env {
+        plan.add_var(name, value);
     }
     for spec in &args.add {
         plan.add_spec(spec)?;
@@ -319,6 +350,30 @@ fn resolve_all(plan: &mut Plan, builtin: bool) -> Result<(Vec<Member>, closure::
         }
         resolved = resolve(plan)?;
     }
+}
+
+/// Refuses an added file whose dest is where the closure has its loader or a library: one
+/// of the two would be lost. The same file at its own path (`--add` of a library it needs
+/// anyway) is no clash.
+fn check_clashes(plan: &Plan, closure: &closure::Closure) -> Result<()> {
+    let same = |a: &Path, b: &Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y);
+    let members = closure.interpreters.iter().chain(&closure.libraries);
+    for member in members {
+        let clash = plan
+            .files
+            .iter()
+            .find(|f| f.dest == member.dest && !same(&f.source, &member.object.source));
+        if let Some(added) = clash {
+            bail!(
+                "{}: cannot go at {} in the bundle: the closure has {} there; give it another \
+                 DEST",
+                added.source.display(),
+                added.dest.display(),
+                member.object.source.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads the ELF objects of the plan (programs first) and resolves what they need.

@@ -41,7 +41,7 @@ pub struct Settings {
 
 /// The archive of a one-layer image holding `tree`.
 pub fn archive(tree: &Tree, settings: &Settings) -> Result<Vec<u8>> {
-    let layer = tree.write_tar(Vec::new(), settings.epoch)?;
+    let layer = tree.write_tar(Vec::new(), settings.epoch, None)?;
     let diff_id = sha256(&layer);
     let layer = gzip(&layer)?;
     let layer_desc = descriptor(MediaType::ImageLayerGzip, &layer)?;
@@ -81,7 +81,7 @@ pub fn archive(tree: &Tree, settings: &Settings) -> Result<Vec<u8>> {
     out.add(Path::new("/oci-layout"), file(canonical(&layout)?))?;
     out.add(Path::new("/index.json"), file(canonical(&index)?))?;
     out.add(Path::new("/manifest.json"), file(canonical(&docker)?))?;
-    out.write_tar(Vec::new(), settings.epoch)
+    out.write_tar(Vec::new(), settings.epoch, None)
 }
 
 fn config(settings: &Settings, diff_id: &str) -> Result<oci_spec::image::ImageConfiguration> {

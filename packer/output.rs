@@ -64,8 +64,9 @@ pub fn write_file(output: &Path, parts: &[&[u8]], mode: u32) -> Result<()> {
     let written: std::io::Result<()> = parts.iter().try_for_each(|p| tmp.write_all(p));
     written.map_err(|e| crate::elf::io_error(output, &e))?;
     tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| crate::elf::io_error(output, &e))?;
     tmp.persist(output)
         .map_err(|e| crate::elf::io_error(output, &e.error))?;
     Ok(())

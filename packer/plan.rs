@@ -3,8 +3,9 @@
 //! extra libraries (`--lib`) and the variables to set at run time (`--env`). Paths are
 //! host paths (sources) and absolute bundle paths (dests).
 
+use crate::elf::io_error;
 use anyhow::{bail, Context, Result};
-use log::debug;
+use log::{debug, warn};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -59,7 +60,8 @@ impl Plan {
                 path.display()
             );
         }
-        let meta = std::fs::metadata(path).with_context(|| path.display().to_string())?;
+        let meta = std::fs::metadata(path).map_err(|e| io_error(path, &e))?;
+        warn_special_bits(path, meta.mode());
         self.seen
             .entry((meta.dev(), meta.ino()))
             .or_insert_with(|| path.to_path_buf());
@@ -80,6 +82,9 @@ impl Plan {
         if !dest.is_absolute() {
             bail!("{spec}: the destination must be an absolute path in the bundle");
         }
+        if let Err(e) = std::fs::metadata(&source) {
+            return Err(anyhow::anyhow!("{} for --add", io_error(&source, &e)));
+        }
         self.add_path(&source, &normalize(&dest))
     }
 
@@ -98,11 +103,11 @@ impl Plan {
         dest: &Path,
         skip: &dyn Fn(&Path) -> bool,
     ) -> Result<()> {
-        let meta = std::fs::metadata(source).with_context(|| source.display().to_string())?;
+        let meta = std::fs::metadata(source).map_err(|e| io_error(source, &e))?;
         if !meta.is_dir() {
             return self.add_file(source, dest);
         }
-        let root = std::fs::canonicalize(source).with_context(|| source.display().to_string())?;
+        let root = std::fs::canonicalize(source).map_err(|e| io_error(source, &e))?;
         let walk = WalkDir::new(&root).follow_links(false).sort_by_file_name();
         let entries = walk.into_iter().filter_entry(|e| {
             e.path()
@@ -146,14 +151,26 @@ impl Plan {
 
     /// Adds one regular file (a symlink is followed). A file already in the plan under
     /// another name (a hard link, or reached twice) becomes a symlink to the first name.
+    /// A dest the plan holds already is kept as it is when it is the same file, and an
+    /// error when it is another: one of the two would be lost.
     pub fn add_file(&mut self, source: &Path, dest: &Path) -> Result<()> {
-        if self.dests.contains_key(dest) {
-            return Ok(());
-        }
-        let meta = std::fs::metadata(source).with_context(|| source.display().to_string())?;
+        let meta = std::fs::metadata(source).map_err(|e| io_error(source, &e))?;
         if !meta.is_file() {
             bail!("{}: not a regular file", source.display());
         }
+        if self.dests.contains_key(dest) {
+            return match self.source_at(dest) {
+                Some(other) if !same_inode(other, &meta) => bail!(
+                    "{}: cannot go at {} in the bundle: {} is there already; give it another \
+                     DEST",
+                    source.display(),
+                    dest.display(),
+                    other.display()
+                ),
+                _ => Ok(()),
+            };
+        }
+        warn_special_bits(source, meta.mode());
         if let Some(first) = self.seen.get(&(meta.dev(), meta.ino())).cloned() {
             self.add_link(dest, &first);
             return Ok(());
@@ -168,6 +185,22 @@ impl Plan {
         Ok(())
     }
 
+    /// The host file the plan stores at `dest`, if a program or a regular file goes there.
+    fn source_at(&self, dest: &Path) -> Option<&Path> {
+        let program = self
+            .programs
+            .iter()
+            .find(|p| p.path == dest)
+            .map(|p| &p.path);
+        let file = || {
+            self.files
+                .iter()
+                .find(|f| f.dest == dest)
+                .map(|f| &f.source)
+        };
+        program.or_else(file).map(PathBuf::as_path)
+    }
+
     fn add_link(&mut self, dest: &Path, target: &Path) {
         if self.dests.insert(dest.to_path_buf(), ()).is_none() {
             let target = relative_link(dest, target);
@@ -178,26 +211,53 @@ impl Plan {
         }
     }
 
-    /// `--env NAME=VALUE`.
-    pub fn add_var_spec(&mut self, spec: &str) -> Result<()> {
-        let Some((name, value)) = spec.split_once('=') else {
-            bail!("{spec}: --env takes NAME=VALUE");
-        };
-        let valid =
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid || name.starts_with("LD_") {
-            bail!("{spec}: {name} is not a variable tote can set (letters, digits, _; no LD_*)");
-        }
-        self.add_var(name, value);
-        Ok(())
-    }
-
     /// Sets `name` unless already set in the plan: the user's `--env` comes first.
     pub fn add_var(&mut self, name: &str, value: &str) {
         if !self.vars.iter().any(|(n, _)| n == name) {
             self.vars.push((name.to_string(), value.to_string()));
         }
     }
+}
+
+/// `--env NAME=VALUE` split and checked, as clap's value parser: a bad one is a usage error.
+pub fn parse_var_spec(spec: &str) -> std::result::Result<(String, String), String> {
+    let Some((name, value)) = spec.split_once('=') else {
+        return Err("no `=` in it: write NAME=VALUE".into());
+    };
+    if name.is_empty() {
+        return Err("no name before the `=`: write NAME=VALUE".into());
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "`{name}` is not a variable name: use letters, digits and _"
+        ));
+    }
+    if name.starts_with("LD_") {
+        return Err(format!(
+            "{name}: tote sets no LD_* variable (the bundle's programs find their libraries \
+             without them)"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// Whether the file at `path` is the one `meta` describes.
+fn same_inode(path: &Path, meta: &std::fs::Metadata) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+}
+
+/// Says that the setuid or setgid bit of `path` is not carried into the bundle or image.
+fn warn_special_bits(path: &Path, mode: u32) {
+    let bits = match (mode & 0o4000 != 0, mode & 0o2000 != 0) {
+        (true, true) => "setuid and setgid bits are",
+        (true, false) => "setuid bit is",
+        (false, true) => "setgid bit is",
+        (false, false) => return,
+    };
+    warn!(
+        "{}: its {bits} not kept: packed, it runs with the rights of whoever starts it",
+        path.display()
+    );
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -294,12 +354,14 @@ mod tests {
 
     #[test]
     fn env_specs_are_checked() {
+        let (name, value) = parse_var_spec("A=1=2").unwrap();
+        assert_eq!((name.as_str(), value.as_str()), ("A", "1=2"));
         let mut plan = Plan::new();
-        plan.add_var_spec("A=1=2").unwrap();
+        plan.add_var(&name, &value);
         plan.add_var("A", "later");
         assert_eq!(plan.vars, [("A".to_string(), "1=2".to_string())]);
-        for bad in ["NOVALUE", "=x", "LD_PRELOAD=/x.so", "A-B=1"] {
-            assert!(plan.add_var_spec(bad).is_err(), "{bad}");
+        for bad in ["NOVALUE", "=x", "LD_PRELOAD=/x.so", "A-B=1", "A B=1"] {
+            assert!(parse_var_spec(bad).is_err(), "{bad}");
         }
     }
 }

@@ -39,13 +39,15 @@ const PAGE: usize = 4096;
 const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
 
 /// Runs `program` with `args` once under ptrace, following forks, vforks, clones and execs,
-/// with stdin, stdout and stderr on /dev/null, and returns every path it opened or executed
+/// with stdin and stdout on /dev/null and its stderr on tote's (so that what it says when it
+/// fails is seen), and returns every path it opened or executed
 /// successfully that is a regular file on this host outside `SKIPPED_DIRS`: absolute, sorted,
 /// deduplicated. Opened or executed means: open, openat, openat2, execve and execveat; the
 /// files the kernel mapped for each exec (the program or a script's interpreter, and the ELF
-/// interpreter); `program` itself when it is given as a path. The program's exit status does
-/// not matter; a program that cannot start is an error. After `timeout`, every traced process
-/// is killed and what was seen so far is returned.
+/// interpreter); `program` itself when it is given as a path. A program that fails is warned
+/// about with its exit status, and what it opened is still returned; a program that cannot
+/// start is an error. After `timeout`, every traced process is killed and what was seen so
+/// far is returned.
 pub fn opened_files(program: &Path, args: &[OsString], timeout: Duration) -> Result<Vec<PathBuf>> {
     let root = spawn_traced(program, args)?;
     let mut tracer = Tracer::default();
@@ -60,14 +62,23 @@ pub fn opened_files(program: &Path, args: &[OsString], timeout: Duration) -> Res
     let outcome = tracer.run();
     let expired = watchdog.stop();
     outcome.with_context(|| format!("{}: lost track of its run", program.display()))?;
-    if expired {
-        warn!(
-            "{}: still running after {timeout:?}, killed; what it would open later is missing",
-            program.display()
-        );
-    }
     let files = kept_files(tracer.seen);
     info!("{}: opened {} files", program.display(), files.len());
+    let failure = tracer.root_status.and_then(failure_of);
+    if expired {
+        warn!(
+            "{}: still running after {}, killed; what it would open later is missing",
+            program.display(),
+            humantime::format_duration(timeout)
+        );
+    } else if let Some(failure) = failure {
+        warn!(
+            "{}: {failure} under --trace; packing the {} files it opened, which may be fewer \
+             than a successful run opens",
+            program.display(),
+            files.len()
+        );
+    }
     Ok(files)
 }
 
@@ -78,8 +89,7 @@ fn spawn_traced(program: &Path, args: &[OsString]) -> Result<Pid> {
     command
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null());
     // SAFETY: the hook runs in the forked child, where only async-signal-safe work is sound:
     // it makes one raw syscall and turns its errno into an io::Error without allocating.
     unsafe {
@@ -98,6 +108,21 @@ struct Tracer {
     tracees: HashMap<Pid, Tracee>,
     /// Absolute paths opened or executed successfully, not yet checked against the host.
     seen: BTreeSet<PathBuf>,
+    /// The first process, and its wait status once it has ended.
+    root: Option<Pid>,
+    root_status: Option<i32>,
+}
+
+/// How a process with wait status `status` failed, or None when it exited with status 0.
+fn failure_of(status: i32) -> Option<String> {
+    if libc::WIFEXITED(status) {
+        let code = libc::WEXITSTATUS(status);
+        (code != 0).then(|| format!("exited with status {code}"))
+    } else if libc::WIFSIGNALED(status) {
+        Some(format!("was killed by signal {}", libc::WTERMSIG(status)))
+    } else {
+        None
+    }
 }
 
 #[derive(Default)]
@@ -118,8 +143,10 @@ impl Tracer {
     /// Waits for the stop that follows the root's exec, then has the root and everything it
     /// starts traced, killed with the tracer should the tracer die.
     fn start(&mut self, root: Pid) -> nix::Result<()> {
+        self.root = Some(root);
         let (_, status) = sys::wait(root)?;
         if !libc::WIFSTOPPED(status) {
+            self.root_status = Some(status);
             return Ok(());
         }
         let options = Options::PTRACE_O_TRACESYSGOOD
@@ -162,6 +189,9 @@ impl Tracer {
             if !libc::WIFSTOPPED(status) {
                 lock(&self.live).pids.remove(&pid);
                 self.tracees.remove(&pid);
+                if Some(pid) == self.root {
+                    self.root_status = Some(status);
+                }
                 continue;
             }
             if !self.tracees.contains_key(&pid) {
@@ -586,6 +616,20 @@ mod tests {
     fn failing_program_is_no_error() {
         let files = sh("cat /etc/os-release > /dev/null; exit 3");
         assert!(has(&files, "/etc/os-release"), "{files:?}");
+    }
+
+    #[test]
+    fn failures_are_said_with_the_status() {
+        let wait_status = |code: i32| code << 8;
+        assert_eq!(failure_of(wait_status(0)), None);
+        assert_eq!(
+            failure_of(wait_status(3)).as_deref(),
+            Some("exited with status 3")
+        );
+        assert_eq!(
+            failure_of(libc::SIGKILL).as_deref(),
+            Some("was killed by signal 9")
+        );
     }
 
     #[test]

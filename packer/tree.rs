@@ -108,7 +108,8 @@ impl Tree {
     /// Writes the tree into `root`, an existing empty dir, with the times of `epoch` (the
     /// root's too).
     pub fn write_dir(&self, root: &Path, epoch: Epoch) -> Result<()> {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| crate::elf::io_error(root, &e))?;
         for (path, node) in &self.nodes {
             let dest = root.join(path);
             let made = match node {
@@ -128,10 +129,25 @@ impl Tree {
         set_time(root, epoch.time)
     }
 
-    /// Writes the tree as a tar stream into `out` and returns `out`.
-    pub fn write_tar<W: Write>(&self, out: W, epoch: Epoch) -> Result<W> {
+    /// Writes the tree as a tar stream into `out` and returns `out`. With `below`, the dirs
+    /// above that dir are left out (the dir itself and what it holds stay): extracted onto
+    /// another root, such a tar leaves the modes and times of the dirs on the way alone, and
+    /// creates the missing ones.
+    pub fn write_tar<W: Write>(&self, out: W, epoch: Epoch, below: Option<&Path>) -> Result<W> {
+        let above: Vec<String> = match below {
+            Some(dir) => dir
+                .ancestors()
+                .skip(1)
+                .filter(|a| a.parent().is_some())
+                .map(key)
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
         let mut tar = tar::Builder::new(out);
         for (path, node) in &self.nodes {
+            if matches!(node, Node::Dir) && above.contains(path) {
+                continue;
+            }
             let mut header = tar::Header::new_gnu();
             header.set_uid(0);
             header.set_gid(0);
@@ -246,7 +262,7 @@ mod tests {
             time: 7,
             clamp: true,
         };
-        let bytes = tree().write_tar(Vec::new(), epoch).unwrap();
+        let bytes = tree().write_tar(Vec::new(), epoch, None).unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let entries: Vec<(String, u64, u64, u64)> = archive
             .entries()
@@ -273,7 +289,31 @@ mod tests {
         assert!(entries.iter().all(|e| e.1 == 0 && e.2 == 0));
         let times: Vec<u64> = entries.iter().map(|e| e.3).collect();
         assert_eq!(times, [7, 7, 7, 5, 7, 5]);
-        assert_eq!(bytes, tree().write_tar(Vec::new(), epoch).unwrap());
+        assert_eq!(bytes, tree().write_tar(Vec::new(), epoch, None).unwrap());
+    }
+
+    #[test]
+    fn a_tar_below_a_dir_leaves_out_the_dirs_above_it() {
+        let epoch = Epoch {
+            time: 0,
+            clamp: false,
+        };
+        let mut t = Tree::new();
+        t.add(
+            Path::new("/tmp/a/jq/bin/jq"),
+            Node::made(0o755, b"x".to_vec()),
+        )
+        .unwrap();
+        let bytes = t
+            .write_tar(Vec::new(), epoch, Some(Path::new("/tmp/a/jq")))
+            .unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let paths: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(paths, ["tmp/a/jq/", "tmp/a/jq/bin/", "tmp/a/jq/bin/jq"]);
     }
 
     #[test]

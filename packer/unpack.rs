@@ -28,16 +28,18 @@ impl TotePayload {
         }
         let map = std::fs::read(file).map_err(|e| crate::elf::io_error(file, &e))?;
         if map.len() < TRAILER_LEN {
-            bail!("{name}: not a tote file (too short to hold a payload)");
+            bail!("{name}: not a tote file: too short to hold a tote trailer");
         }
         let mut raw = [0u8; TRAILER_LEN];
         raw.copy_from_slice(&map[map.len() - TRAILER_LEN..]);
         let trailer = Trailer::decode(&raw, map.len() as u64).map_err(|e| match e {
-            FormatError::NoPayload => anyhow::anyhow!("{name}: not a tote file (no payload)"),
+            FormatError::NoPayload => anyhow::anyhow!(
+                "{name}: not a tote file, or a truncated or extended one: no tote trailer at its end"
+            ),
             FormatError::Version => {
                 anyhow::anyhow!("{name}: payload of another format version than this tote's")
             }
-            e => anyhow::anyhow!("{name}: damaged payload (trailer: {e:?})"),
+            e => anyhow::anyhow!("{name}: damaged: {}", damage("trailer", e)),
         })?;
         let payload = TotePayload {
             file: file.to_path_buf(),
@@ -45,7 +47,10 @@ impl TotePayload {
             trailer,
         };
         if payload::checksum(payload.run_bytes()) != trailer.run_checksum {
-            bail!("{name}: damaged payload (run table checksum)");
+            bail!(
+                "{name}: damaged: {}",
+                damage("run table", FormatError::Checksum)
+            );
         }
         payload.run_table()?;
         Ok(payload)
@@ -60,13 +65,13 @@ impl TotePayload {
     }
 
     pub fn run_table(&self) -> Result<RunTable<'_>> {
-        RunTable::decode(self.run_bytes()).map_err(|e| self.damaged(&format!("run table: {e:?}")))
+        RunTable::decode(self.run_bytes()).map_err(|e| self.damaged(&damage("run table", e)))
     }
 
     pub fn index(&self) -> Result<Index<'_>> {
         let t = &self.trailer;
         Index::decode(self.bytes(t.index_offset(), t.run_offset()), t)
-            .map_err(|e| self.damaged(&format!("index: {e:?}")))
+            .map_err(|e| self.damaged(&damage("index", e)))
     }
 
     /// The launcher stub in front of the payload.
@@ -78,14 +83,36 @@ impl TotePayload {
     pub fn verify(&self) -> Result<()> {
         let t = &self.trailer;
         if payload::checksum(self.bytes(t.data_offset, t.end())) != t.payload_checksum {
-            return Err(self.damaged("checksum"));
+            return Err(self.damaged(&damage("payload", FormatError::Checksum)));
         }
         self.index().map(drop)
     }
 
     fn damaged(&self, what: &str) -> anyhow::Error {
-        anyhow::anyhow!("{}: damaged payload ({what})", self.file.display())
+        anyhow::anyhow!("{}: damaged: {what}", self.file.display())
     }
+}
+
+/// What is wrong with `part` (the trailer, the run table, the index, the payload), in words.
+fn damage(part: &str, e: FormatError) -> String {
+    match e {
+        FormatError::Checksum => format!("the {part}'s checksum does not match"),
+        FormatError::UnsafePath => format!("the {part} names a path outside the bundle"),
+        FormatError::NoPayload | FormatError::Version | FormatError::Malformed => {
+            format!("the {part} is malformed")
+        }
+    }
+}
+
+/// Whether `file` ends with a tote trailer: it is a tote file already.
+pub fn is_tote_file(file: &Path) -> bool {
+    use std::io::{Seek, SeekFrom};
+    let mut tail = [0u8; TRAILER_LEN];
+    let read = std::fs::File::open(file).and_then(|mut f| {
+        f.seek(SeekFrom::End(-(TRAILER_LEN as i64)))?;
+        f.read_exact(&mut tail)
+    });
+    read.is_ok() && tail[..payload::MAGIC.len()] == payload::MAGIC
 }
 
 /// `tote verify`: one line saying what was checked.
@@ -136,9 +163,11 @@ pub fn extract(file: &Path, dir: &Path) -> Result<()> {
 /// Writes every entry of `p` under `at`, patching paths for `root`, where the tree will be.
 fn write_tree(p: &TotePayload, at: &Path, root: &Path) -> Result<()> {
     let index = p.index()?;
-    std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o755))?;
+    let io = |path: &Path, e: std::io::Error| crate::elf::io_error(path, &e);
+    std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o755)).map_err(|e| io(at, e))?;
     for e in index.entries().filter(|e| e.kind == KIND_DIR) {
-        std::fs::create_dir_all(at.join(path_of(&e)))?;
+        let dir = at.join(path_of(&e));
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     }
     let t = &p.trailer;
     for s in index.streams() {
@@ -149,12 +178,13 @@ fn write_tree(p: &TotePayload, at: &Path, root: &Path) -> Result<()> {
             let mut bytes = vec![0u8; e.size as usize];
             decoder
                 .read_exact(&mut bytes)
-                .map_err(|_| p.damaged("compressed data"))?;
+                .map_err(|_| p.damaged("the compressed data does not decode"))?;
             patch(&mut bytes, &e, root)?;
             let dest = at.join(path_of(&e));
             std::fs::write(&dest, &bytes).map_err(|e| crate::elf::io_error(&dest, &e))?;
             set_mtime(&dest, e.mtime)?;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(e.mode & 0o777))?;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(e.mode & 0o777))
+                .map_err(|e| io(&dest, e))?;
         }
     }
     for e in index
@@ -162,7 +192,8 @@ fn write_tree(p: &TotePayload, at: &Path, root: &Path) -> Result<()> {
         .filter(|e| e.kind != KIND_DIR && e.kind != KIND_FILE)
     {
         let target = String::from_utf8_lossy(e.target).into_owned();
-        std::os::unix::fs::symlink(target, at.join(path_of(&e)))?;
+        let link = at.join(path_of(&e));
+        std::os::unix::fs::symlink(target, &link).map_err(|e| io(&link, e))?;
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! `--rootfs`, a tar through `podman import`, and three OCI archives through `podman load`:
 //! the closure at its original paths and the tree under `--prefix /opt/jq` (both also on a
 //! read-only root), and the single tote file alone. skopeo reads each archive's config, and
-//! the sizes podman reports are printed.
+//! the sizes podman reports are printed. A tar under `--prefix /tmp/...` added with `ADD` to
+//! an image leaves that image's `/tmp` as it was.
 
 mod common;
 
@@ -269,4 +270,84 @@ fn skopeo_reads_the_config_env_user_and_name() {
     ] {
         assert!(files.iter().any(|f| f == path), "no {path} in {files:?}");
     }
+}
+
+/// A tar made with `--prefix` holds no entry for the dirs above the prefix, so adding it to
+/// another image (`ADD jq.tar /`) leaves those dirs as the image has them: here `/tmp`,
+/// sticky and writable by all, stays so, and the program runs from under it.
+#[test]
+fn a_prefixed_tar_added_to_an_image_leaves_the_dirs_above_the_prefix_alone() {
+    let dir = common::temp_dir();
+    let tarball = dir.path().join("jq.tar");
+    pack(&["--format", "tar", "--prefix", "/tmp/tote/jq"], &tarball);
+    let list = capture(Command::new("tar").arg("-tf").arg(&tarball), b"");
+    assert!(list.success(), "{}", list.describe());
+    let entries = list.stdout_lines();
+    assert_eq!(entries.first().map(String::as_str), Some("tmp/tote/jq/"));
+    assert!(
+        entries.iter().all(|e| e.starts_with("tmp/tote/jq/")),
+        "{entries:?}"
+    );
+
+    // A base image whose /tmp is 1777, and the tar added onto it.
+    let base_root = dir.path().join("base");
+    common::make_dir(&base_root.join("tmp"));
+    common::set_mode(&base_root.join("tmp"), 0o1777);
+    let base_tar = dir.path().join("base.tar");
+    let made = capture(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&base_root)
+            .args(["-cf"])
+            .arg(&base_tar)
+            .arg("."),
+        b"",
+    );
+    assert!(made.success(), "{}", made.describe());
+    let base = Image::import("base", &base_tar);
+    let context = dir.path().join("context");
+    common::write_file(
+        &context.join("Containerfile"),
+        format!("FROM {}\nADD jq.tar /\n", base.name()),
+    );
+    std::fs::copy(&tarball, context.join("jq.tar")).expect("cannot copy the tar");
+    let name = unique_name("image", "added");
+    let built = capture(
+        common::podman::podman()
+            .args(["build", "--network=none", "-q", "-t", &name])
+            .arg(&context),
+        b"",
+    );
+    assert!(built.success(), "{}", built.describe());
+    let image = Image::adopt(name);
+
+    let run = image.run(&[], &["/tmp/tote/jq/bin/jq", "-n", "1 + 1"], b"");
+    assert!(
+        run.success() && run.stdout_text() == "2\n",
+        "{}",
+        run.describe()
+    );
+    let exported = dir.path().join("fs.tar");
+    let container = capture(
+        common::podman::podman().args(["create", image.name(), "/tmp/tote/jq/bin/jq"]),
+        b"",
+    );
+    assert!(container.success(), "{}", container.describe());
+    let id = container.stdout_text().trim().to_owned();
+    let export = capture(
+        common::podman::podman()
+            .args(["export", "--output"])
+            .arg(&exported)
+            .arg(&id),
+        b"",
+    );
+    capture(common::podman::podman().args(["rm", "--force", &id]), b"");
+    assert!(export.success(), "{}", export.describe());
+    let listing = capture(Command::new("tar").arg("-tvf").arg(&exported), b"");
+    let tmp = listing
+        .stdout_lines()
+        .into_iter()
+        .find(|l| l.ends_with(" tmp/") || l.ends_with(" ./tmp/"))
+        .unwrap_or_else(|| panic!("no /tmp in the image:\n{}", listing.stdout_text()));
+    assert!(tmp.starts_with("drwxrwxrwt"), "{tmp}");
 }

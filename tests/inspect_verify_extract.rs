@@ -76,23 +76,84 @@ fn verify_accepts_a_good_file_and_names_the_damage_of_a_bad_one() {
     assert!(good.stdout_text().contains(": ok: "), "{}", good.describe());
 
     let dir = common::temp_dir();
-    for (from_end, damage) in [(200_000, "checksum"), (10, "trailer"), (140, "run table")] {
+    for (from_end, damage) in [
+        (200_000, "the payload's checksum does not match"),
+        (10, "the trailer's checksum does not match"),
+        (140, "the run table's checksum does not match"),
+    ] {
         let bad = damaged_copy(dir.path(), from_end);
         let run = tote_run(&["verify".as_ref(), bad.as_os_str()]);
         assert_eq!(run.status, Status::Code(1), "{}", run.describe());
-        let expected = format!("tote: {}: damaged payload ({damage}", bad.display());
-        assert!(
-            run.stderr_text().starts_with(&expected),
-            "{}",
-            run.describe()
-        );
-        assert_eq!(run.stderr_lines().len(), 1, "{}", run.describe());
+        let expected = format!("tote: {}: damaged: {damage}\n", bad.display());
+        assert_eq!(run.stderr_text(), expected, "{}", run.describe());
     }
     let not_tote = tote_run(&["verify".as_ref(), "/bin/true".as_ref()]);
     assert_eq!(
         not_tote.stderr_text(),
-        "tote: /bin/true: not a tote file (no payload)\n"
+        "tote: /bin/true: not a tote file, or a truncated or extended one: no tote trailer at \
+         its end\n"
     );
+}
+
+/// `tote inspect` checks what `tote verify` checks before it reads a table: a damaged file
+/// anywhere (data, index, run table, trailer) is the same one line and exit status 1, and
+/// no report.
+#[test]
+fn inspect_refuses_a_damaged_file_as_verify_does() {
+    let dir = common::temp_dir();
+    let len = std::fs::metadata(jq()).expect("packed jq").len();
+    let middle = (len - common::tote::stub_len()) / 2;
+    for from_end in [10, 140, 600, 2_000, middle] {
+        let bad = damaged_copy(dir.path(), from_end);
+        let verify = tote_run(&["verify".as_ref(), bad.as_os_str()]);
+        assert_eq!(verify.status, Status::Code(1), "{}", verify.describe());
+        assert_eq!(verify.stderr_lines().len(), 1, "{}", verify.describe());
+        for json in [false, true] {
+            let mut args = vec!["inspect".as_ref(), bad.as_os_str()];
+            if json {
+                args.insert(1, "--json".as_ref());
+            }
+            let inspect = tote_run(&args);
+            let label = format!("{from_end} bytes from the end, json {json}");
+            assert_eq!(
+                inspect.status,
+                verify.status,
+                "{label}: {}",
+                inspect.describe()
+            );
+            assert_eq!(
+                inspect.stderr_text(),
+                verify.stderr_text(),
+                "{label}: {}",
+                inspect.describe()
+            );
+            assert!(inspect.stdout.is_empty(), "{label}: {}", inspect.describe());
+        }
+    }
+}
+
+/// A tote file missing its last byte, or with bytes after its trailer, has no trailer at its
+/// end: verify says so in words, not as a bare "no payload".
+#[test]
+fn a_truncated_or_extended_file_is_named_as_such() {
+    let dir = common::temp_dir();
+    let bytes = std::fs::read(jq()).expect("packed jq is readable");
+    let truncated = dir.path().join("truncated");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 1]).expect("cannot write");
+    let extended = dir.path().join("extended");
+    std::fs::write(&extended, [&bytes[..], b"more\n"].concat()).expect("cannot write");
+    for file in [truncated, extended] {
+        for command in ["verify", "inspect"] {
+            let run = tote_run(&[command.as_ref(), file.as_os_str()]);
+            assert_eq!(run.status, Status::Code(1), "{}", run.describe());
+            let expected = format!(
+                "tote: {}: not a tote file, or a truncated or extended one: no tote trailer at \
+                 its end\n",
+                file.display()
+            );
+            assert_eq!(run.stderr_text(), expected, "{command}: {}", run.describe());
+        }
+    }
 }
 
 #[test]
@@ -128,7 +189,8 @@ fn extracting_a_damaged_file_fails_and_leaves_nothing() {
     let run = tote_run(&["extract".as_ref(), bad.as_os_str(), target.as_os_str()]);
     assert_eq!(run.status, Status::Code(1), "{}", run.describe());
     assert!(
-        run.stderr_text().contains("damaged payload (checksum)"),
+        run.stderr_text()
+            .contains("damaged: the payload's checksum does not match"),
         "{}",
         run.describe()
     );

@@ -233,6 +233,18 @@ fn bad_image_options_are_refused_with_one_line_and_exit_2() {
         ),
         (&["--format", "oci", "--tag", "Bad:1"], "--tag Bad:1"),
         (&["--format", "oci", "--user", "root"], "--user root"),
+        (&["--format", "oci", "--tag", "a..b"], "--tag a..b"),
+        (&["--format", "oci", "--tag", "a___b:1"], "--tag a___b:1"),
+        (&["--format", "oci", "--tag", "jq:.1"], "--tag jq:.1"),
+        (
+            &["--format", "oci", "--user", "99999999999"],
+            "--user 99999999999",
+        ),
+        (
+            &["--format", "oci", "--user", "0:2147483648"],
+            "--user 0:2147483648",
+        ),
+        (&["--env", "A=1", "--env", "A=2"], "--env A"),
     ];
     let mut failures = Failures::new();
     for (args, named) in cases {
@@ -317,29 +329,185 @@ fn an_existing_output_of_the_wrong_kind_is_refused_and_kept() {
     failures.finish();
 }
 
-/// A `SOURCE_DATE_EPOCH` that is not a time a tar can hold is one line naming it, and
-/// nothing is written.
+/// A `SOURCE_DATE_EPOCH` that is not digits, or not a time a tar can hold, is one line
+/// naming it for every format (a tote file does not use it, but a typo is never ignored),
+/// and nothing is written.
 #[test]
-fn a_bad_source_date_epoch_is_refused() {
+fn a_bad_source_date_epoch_is_refused_for_every_format() {
     let program = common::fixtures::program("exit_code");
-    for bad in ["yesterday", "-1", "99999999999999"] {
-        let dir = common::temp_dir();
+    let mut failures = Failures::new();
+    for format in ["file", "dir", "tar", "oci"] {
+        for bad in ["yesterday", "-1", "+5", "0x10", "1 2", "99999999999999"] {
+            let dir = common::temp_dir();
+            let run = capture(
+                tote()
+                    .arg("pack")
+                    .arg(&program)
+                    .args(["--format", format, "-o"])
+                    .arg(dir.path().join("out"))
+                    .env("SOURCE_DATE_EPOCH", bad),
+                b"",
+            );
+            let label = format!("--format {format}, SOURCE_DATE_EPOCH={bad}");
+            let lines = run.stderr_lines();
+            let refused = run.status == Status::Code(1)
+                && lines.len() == 1
+                && lines[0].starts_with(&format!("tote: SOURCE_DATE_EPOCH={bad}: "));
+            failures.check(&label, refused, || run.describe());
+            let left = std::fs::read_dir(dir.path()).unwrap().count();
+            failures.check(&format!("{label}: nothing written"), left == 0, || {
+                format!("{left} entries")
+            });
+        }
+    }
+    failures.finish();
+}
+
+/// An empty `SOURCE_DATE_EPOCH` means unset: the tar is the same as without it. Whitespace
+/// around the digits is allowed.
+#[test]
+fn an_empty_source_date_epoch_is_unset() {
+    let program = common::fixtures::program("exit_code");
+    let dir = common::temp_dir();
+    let pack = |name: &str, epoch: Option<&str>| {
+        let output = dir.path().join(name);
+        let mut command = tote();
+        command
+            .arg("pack")
+            .arg(&program)
+            .args(["--format", "tar", "-o"])
+            .arg(&output)
+            .env_remove("SOURCE_DATE_EPOCH");
+        if let Some(epoch) = epoch {
+            command.env("SOURCE_DATE_EPOCH", epoch);
+        }
+        let run = capture(&mut command, b"");
+        assert!(run.success(), "{name}: {}", run.describe());
+        std::fs::read(output).expect("the tar was written")
+    };
+    assert!(pack("unset.tar", None) == pack("empty.tar", Some("")));
+    assert!(pack("digits.tar", Some("5")) == pack("spaced.tar", Some(" 5\n")));
+}
+
+/// A malformed `--env` is a usage error as clap reports one: exit 2, the value and what is
+/// wrong with it named, and nothing written.
+#[test]
+fn a_malformed_env_is_a_usage_error() {
+    let program = common::fixtures::program("exit_code");
+    let cases = [
+        ("FOO", "no `=` in it"),
+        ("A B=1", "`A B` is not a variable name"),
+        ("=x", "no name before the `=`"),
+        ("LD_PRELOAD=/x.so", "LD_PRELOAD: tote sets no LD_* variable"),
+    ];
+    let mut failures = Failures::new();
+    for (spec, says) in cases {
+        let out_dir = common::temp_dir();
         let run = capture(
             tote()
                 .arg("pack")
                 .arg(&program)
-                .args(["--format", "tar", "-o"])
-                .arg(dir.path().join("out.tar"))
-                .env("SOURCE_DATE_EPOCH", bad),
+                .args(["--env", spec, "-o"])
+                .arg(out_dir.path().join("out")),
             b"",
         );
-        let lines = run.stderr_lines();
-        assert_eq!(run.status, Status::Code(1), "{}", run.describe());
-        assert!(
-            lines.len() == 1 && lines[0].starts_with(&format!("tote: SOURCE_DATE_EPOCH={bad}: ")),
-            "{}",
-            run.describe()
+        failures.check(
+            &format!("--env {spec}: exit 2"),
+            run.status == Status::Code(2),
+            || run.describe(),
         );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let first = run.stderr_lines().first().cloned().unwrap_or_default();
+        let named = first.contains(&format!("'{spec}'")) && first.contains(says);
+        failures.check(&format!("--env {spec}: says {says}"), named, || {
+            run.describe()
+        });
+        failures.check(
+            &format!("--env {spec}: no double space"),
+            !first.contains("  "),
+            || run.describe(),
+        );
+        let left = std::fs::read_dir(out_dir.path()).unwrap().count();
+        failures.check(&format!("--env {spec}: nothing written"), left == 0, || {
+            format!("{left} entries")
+        });
     }
+    failures.finish();
+}
+
+/// `tote pack PROGRAM ARGS... -o OUTPUT` into a fresh dir: the run, and what the dir holds
+/// after it.
+fn pack_in_new_dir(program: &Path, args: &[&str]) -> (Run, usize) {
+    let out_dir = common::temp_dir();
+    let run = capture(
+        tote()
+            .arg("pack")
+            .arg(program)
+            .args(args)
+            .arg("-o")
+            .arg(out_dir.path().join("out")),
+        b"",
+    );
+    let left = std::fs::read_dir(out_dir.path()).unwrap().count();
+    (run, left)
+}
+
+/// Inputs of `--add` and `--lib` that cannot be packed, an added file that would replace a
+/// file of the closure, and a tote file given as the program: one line saying what is wrong
+/// in words (no `os error`, no Rust names), exit 1, nothing written.
+#[test]
+fn unusable_additions_and_tote_files_are_refused_in_words() {
+    let program = common::fixtures::program("exit_code");
+    let program_text = common::utf8(&program);
+    let packed = common::tote::packed("exit_code");
+    let add_at = |dest: &str| format!("/etc/hostname:{dest}");
+    let cases: Vec<(Vec<String>, &Path, String)> = vec![
+        (
+            vec!["--add".into(), "/nonexistent".into()],
+            &program,
+            "tote: /nonexistent: no such file or directory for --add".into(),
+        ),
+        (
+            vec!["--lib".into(), "/etc/passwd".into()],
+            &program,
+            "tote: /etc/passwd (--lib): not an ELF shared library for x86-64".into(),
+        ),
+        (
+            vec!["--lib".into(), "/nonexistent/libx.so".into()],
+            &program,
+            "tote: /nonexistent/libx.so (--lib): no such file or directory".into(),
+        ),
+        (
+            vec!["--add".into(), add_at(program_text)],
+            &program,
+            format!("tote: /etc/hostname: cannot go at {program_text} in the bundle: {program_text} is there already"),
+        ),
+        (
+            vec!["--add".into(), add_at("/lib64/ld-linux-x86-64.so.2")],
+            &program,
+            "tote: /etc/hostname: cannot go at /lib64/ld-linux-x86-64.so.2 in the bundle: the closure has ".into(),
+        ),
+        (
+            vec![],
+            &packed,
+            format!("tote: {}: a tote file already; pack the program it was packed from instead", packed.display()),
+        ),
+    ];
+    let mut failures = Failures::new();
+    for (args, program, says) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (run, left) = pack_in_new_dir(program, &args);
+        let label = format!("{program:?} {args:?}");
+        failures.check(
+            &format!("{label}: exit 1"),
+            run.status == Status::Code(1),
+            || run.describe(),
+        );
+        let lines = run.stderr_lines();
+        let said = lines.len() == 1 && lines[0].starts_with(says.as_str());
+        failures.check(&format!("{label}: says {says}"), said, || run.describe());
+        failures.check(&format!("{label}: nothing written"), left == 0, || {
+            format!("{left} entries")
+        });
+    }
+    failures.finish();
 }
