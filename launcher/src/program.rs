@@ -207,7 +207,10 @@ fn set_by_user(args: &Args, v: &Var) -> bool {
     if n == 0 || value.len() <= fixed || !(value.len() - fixed).is_multiple_of(n) {
         return true;
     }
-    let at = v.value.windows(ROOT_TOKEN.len()).position(|w| w == ROOT_TOKEN);
+    let at = v
+        .value
+        .windows(ROOT_TOKEN.len())
+        .position(|w| w == ROOT_TOKEN);
     let root_len = (value.len() - fixed) / n;
     let root = at.and_then(|at| value.get(at..at + root_len));
     let by_bundle = root.is_some_and(|root| {
