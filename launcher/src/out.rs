@@ -4,44 +4,59 @@
 //! with one `write`.
 
 use crate::sys::{self, Errno};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
-/// The path of the failure made last. Carried inside every `Fail`, a path made each
-/// `Result<_, Fail>` a kilobyte, copied through every `?` on its way out: 1.7 KB of the stub's
-/// code. The launcher has one thread, and the failure it reports is always the last one made:
-/// the one failure it recovers from (a full cache root, given up for the next) is dropped
-/// before the next failure can be made.
-static FAIL_PATH: LastPath = LastPath::new();
+/// The failure made last: its exit code, its errno and its text, `<what>: <path>`. Carried
+/// inside every `Fail`, a path made each `Result<_, Fail>` a kilobyte, copied through every `?`
+/// on its way out, and even without it a `Fail` of three fields is returned through memory:
+/// kept here, a `Result<(), Fail>` is one flag. The launcher has one thread, and the failure it
+/// reports is always the last one made: the one failure it recovers from (a full cache root,
+/// given up for the next) is dropped before the next failure can be made.
+static LAST: LastFail = LastFail::new();
 const LINE_LEN: usize = 1024;
 
-/// A path kept in a static. Bytes of atomics because that is the one static buffer code
-/// without `unsafe` may write; with one thread, relaxed order is all there is.
-struct LastPath {
-    bytes: [AtomicU8; LINE_LEN],
+/// A failure kept in a static. Atomics because that is the one static memory code without
+/// `unsafe` may write; with one thread, relaxed order is all there is.
+struct LastFail {
+    code: AtomicU8,
+    /// 0 when the failure has no errno.
+    errno: AtomicI32,
+    text: [AtomicU8; LINE_LEN],
     len: AtomicUsize,
 }
 
-impl LastPath {
-    const fn new() -> LastPath {
-        LastPath {
-            bytes: [const { AtomicU8::new(0) }; LINE_LEN],
+impl LastFail {
+    const fn new() -> LastFail {
+        LastFail {
+            code: AtomicU8::new(0),
+            errno: AtomicI32::new(0),
+            text: [const { AtomicU8::new(0) }; LINE_LEN],
             len: AtomicUsize::new(0),
         }
     }
 
-    /// Keeps `path`, cut to `LINE_LEN` bytes.
-    fn set(&self, path: &[u8]) {
-        for (slot, b) in self.bytes.iter().zip(path) {
+    /// Keeps the text made of `parts`, cut to `LINE_LEN` bytes.
+    fn set_text(&self, parts: &[&[u8]]) {
+        let mut len = 0;
+        for (slot, b) in self.text.iter().zip(parts.iter().flat_map(|p| p.iter())) {
             slot.store(*b, Ordering::Relaxed);
+            len += 1;
         }
-        self.len.store(path.len().min(LINE_LEN), Ordering::Relaxed);
+        self.len.store(len, Ordering::Relaxed);
     }
 
-    fn push_to(&self, l: &mut Line) {
+    fn errno(&self) -> Option<Errno> {
+        match self.errno.load(Ordering::Relaxed) {
+            0 => None,
+            e => Some(Errno(e)),
+        }
+    }
+
+    fn push_text_to(&self, l: &mut Line) {
         let len = self.len.load(Ordering::Relaxed);
-        for slot in self.bytes.iter().take(len) {
+        for slot in self.text.iter().take(len) {
             l.push(&[slot.load(Ordering::Relaxed)]);
         }
     }
@@ -66,42 +81,38 @@ pub enum Failure {
     Memory = 119,
 }
 
-/// A failure on its way to being reported: what failed, and the errno if any; its path is
-/// in `FAIL_PATH`.
-pub struct Fail {
-    pub kind: Failure,
-    pub what: &'static str,
-    pub errno: Option<Errno>,
-}
+/// A failure on its way to being reported; what it is was kept in `LAST` when it was made.
+pub struct Fail(());
 
 impl Fail {
     #[inline(never)]
     pub fn new(kind: Failure, what: &'static str, path: &[u8], errno: Option<Errno>) -> Fail {
-        FAIL_PATH.set(path);
-        Fail { kind, what, errno }
+        LAST.code.store(kind as u8, Ordering::Relaxed);
+        LAST.errno
+            .store(errno.map_or(0, |e| e.0), Ordering::Relaxed);
+        LAST.set_text(&[what.as_bytes(), b": ", path]);
+        Fail(())
     }
 
     /// Whether the failure is a file system out of space or inodes, or a quota reached.
     pub fn is_out_of_room(&self) -> bool {
         const ENOSPC: i32 = 28;
         const EDQUOT: i32 = 122;
-        matches!(self.errno, Some(Errno(ENOSPC | EDQUOT)))
+        matches!(LAST.errno(), Some(Errno(ENOSPC | EDQUOT)))
     }
 
     /// Prints the message and exits with the failure's code.
     pub fn report(&self) -> ! {
         let mut l = Line::new();
         l.push(b"tote: ");
-        l.push(self.what.as_bytes());
-        l.push(b": ");
-        FAIL_PATH.push_to(&mut l);
-        if let Some(e) = self.errno {
+        LAST.push_text_to(&mut l);
+        if let Some(e) = LAST.errno() {
             l.push(b": ");
             push_errno(&mut l, e);
         }
         l.end();
         let _ = sys::write_all(2, l.bytes());
-        sys::exit(self.kind as i32)
+        sys::exit(LAST.code.load(Ordering::Relaxed) as i32)
     }
 }
 
