@@ -33,17 +33,6 @@ struct LenProbs {
     high: [Prob; 256],
 }
 
-impl LenProbs {
-    const fn new() -> LenProbs {
-        LenProbs {
-            choice: [PROB_INIT; 2],
-            low: [[PROB_INIT; 8]; POS_STATES],
-            mid: [[PROB_INIT; 8]; POS_STATES],
-            high: [PROB_INIT; 256],
-        }
-    }
-}
-
 struct Probs {
     is_match: [Prob; STATES * POS_STATES],
     is_rep: [Prob; STATES],
@@ -76,21 +65,29 @@ pub struct Lzma {
 }
 
 impl Lzma {
+    /// A coder with no properties yet. Its probabilities are left at 0: the first LZMA chunk
+    /// of every block sets properties, and `reset` with them.
     pub const fn new() -> Lzma {
+        const LEN: LenProbs = LenProbs {
+            choice: [0; 2],
+            low: [[0; 8]; POS_STATES],
+            mid: [[0; 8]; POS_STATES],
+            high: [0; 256],
+        };
         Lzma {
             probs: Probs {
-                is_match: [PROB_INIT; STATES * POS_STATES],
-                is_rep: [PROB_INIT; STATES],
-                is_rep0: [PROB_INIT; STATES],
-                is_rep1: [PROB_INIT; STATES],
-                is_rep2: [PROB_INIT; STATES],
-                is_rep0_long: [PROB_INIT; STATES * POS_STATES],
-                dist_slot: [[PROB_INIT; 64]; 4],
-                dist_special: [PROB_INIT; 128],
-                align: [PROB_INIT; 16],
-                len: LenProbs::new(),
-                rep_len: LenProbs::new(),
-                literal: [[PROB_INIT; LIT_SIZE]; LIT_CODERS],
+                is_match: [0; STATES * POS_STATES],
+                is_rep: [0; STATES],
+                is_rep0: [0; STATES],
+                is_rep1: [0; STATES],
+                is_rep2: [0; STATES],
+                is_rep0_long: [0; STATES * POS_STATES],
+                dist_slot: [[0; 64]; 4],
+                dist_special: [0; 128],
+                align: [0; 16],
+                len: LEN,
+                rep_len: LEN,
+                literal: [[0; LIT_SIZE]; LIT_CODERS],
             },
             props: Props {
                 lc: 0,
@@ -120,6 +117,9 @@ impl Lzma {
     /// Back to the initial state: every probability one half, every distance 0.
     pub fn reset(&mut self) {
         let p = &mut self.probs;
+        let coders = 1 << (self.props.lc + self.props.lp_mask.count_ones());
+        let literal = p.literal.as_flattened_mut();
+        let literal_len = (coders * LIT_SIZE).min(literal.len());
         for table in [
             &mut p.is_match[..],
             &mut p.is_rep,
@@ -127,17 +127,20 @@ impl Lzma {
             &mut p.is_rep1,
             &mut p.is_rep2,
             &mut p.is_rep0_long,
+            p.dist_slot.as_flattened_mut(),
             &mut p.dist_special,
             &mut p.align,
+            &mut p.len.choice,
+            p.len.low.as_flattened_mut(),
+            p.len.mid.as_flattened_mut(),
+            &mut p.len.high,
+            &mut p.rep_len.choice,
+            p.rep_len.low.as_flattened_mut(),
+            p.rep_len.mid.as_flattened_mut(),
+            &mut p.rep_len.high,
+            &mut literal[..literal_len],
         ] {
             table.fill(PROB_INIT);
-        }
-        p.dist_slot = [[PROB_INIT; 64]; 4];
-        p.len = LenProbs::new();
-        p.rep_len = LenProbs::new();
-        let coders = 1 << (self.props.lc + self.props.lp_mask.count_ones());
-        for coder in p.literal.iter_mut().take(coders) {
-            coder.fill(PROB_INIT);
         }
         self.state = 0;
         self.reps = [0; 4];
