@@ -25,13 +25,15 @@ const MATCH_LEN_MIN: usize = 2;
 /// others with direct bits and the 4 align bits.
 const END_POS_MODEL: usize = 14;
 
-/// The probabilities of one length coder: lengths 2-9, 10-17 and 18-273.
+/// The probabilities of one length coder: two choices, then the trees of lengths 2-9 and
+/// 10-17 (8 probabilities for each position state, node 0 unused), and of 18-273.
 struct LenProbs {
     choice: [Prob; 2],
-    low: [[Prob; 8]; POS_STATES],
-    mid: [[Prob; 8]; POS_STATES],
-    high: [Prob; 256],
+    trees: [Prob; LEN_TREES],
 }
+
+const LEN_TREES: usize = 2 * POS_STATES * 8 + 256;
+const LEN_HIGH: usize = 2 * POS_STATES * 8;
 
 struct Probs {
     is_match: [Prob; STATES * POS_STATES],
@@ -70,9 +72,7 @@ impl Lzma {
     pub const fn new() -> Lzma {
         const LEN: LenProbs = LenProbs {
             choice: [0; 2],
-            low: [[0; 8]; POS_STATES],
-            mid: [[0; 8]; POS_STATES],
-            high: [0; 256],
+            trees: [0; LEN_TREES],
         };
         Lzma {
             probs: Probs {
@@ -131,13 +131,9 @@ impl Lzma {
             &mut p.dist_special,
             &mut p.align,
             &mut p.len.choice,
-            p.len.low.as_flattened_mut(),
-            p.len.mid.as_flattened_mut(),
-            &mut p.len.high,
+            &mut p.len.trees,
             &mut p.rep_len.choice,
-            p.rep_len.low.as_flattened_mut(),
-            p.rep_len.mid.as_flattened_mut(),
-            &mut p.rep_len.high,
+            &mut p.rep_len.trees,
             &mut literal[..literal_len],
         ] {
             table.fill(PROB_INIT);
@@ -277,17 +273,18 @@ fn literal(
     m as u8
 }
 
-/// A match length, 2 to 273.
+/// A match length, 2 to 273: one tree walk of 3 or 8 bits, whichever tree the choices pick.
 #[inline(always)]
 fn length(rc: &mut RangeDecoder, probs: &mut LenProbs, pos_state: usize) -> usize {
-    let row = pos_state & (POS_STATES - 1);
-    if rc.bit(&mut probs.choice[0]) == 0 {
-        MATCH_LEN_MIN + rc.tree(&mut probs.low[row], 3)
+    let row = (pos_state & (POS_STATES - 1)) * 8;
+    let (tree, bits, min) = if rc.bit(&mut probs.choice[0]) == 0 {
+        (row, 3, MATCH_LEN_MIN)
     } else if rc.bit(&mut probs.choice[1]) == 0 {
-        MATCH_LEN_MIN + 8 + rc.tree(&mut probs.mid[row], 3)
+        (POS_STATES * 8 + row, 3, MATCH_LEN_MIN + 8)
     } else {
-        MATCH_LEN_MIN + 16 + rc.tree(&mut probs.high, 8)
-    }
+        (LEN_HIGH, 8, MATCH_LEN_MIN + 16)
+    };
+    min + rc.tree(&mut probs.trees, tree, bits)
 }
 
 /// A match distance for a match of `len` bytes; None for the end marker, which LZMA2 does
@@ -295,7 +292,7 @@ fn length(rc: &mut RangeDecoder, probs: &mut LenProbs, pos_state: usize) -> usiz
 #[inline(always)]
 fn distance(rc: &mut RangeDecoder, probs: &mut Probs, len: usize) -> Option<usize> {
     let class = (len - MATCH_LEN_MIN).min(3);
-    let slot = rc.tree(&mut probs.dist_slot[class & 3], 6);
+    let slot = rc.tree(&mut probs.dist_slot[class & 3], 0, 6);
     if slot < 4 {
         return Some(slot);
     }

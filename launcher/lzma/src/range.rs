@@ -72,12 +72,12 @@ impl<'a> RangeDecoder<'a> {
     }
 
     /// A symbol of `bits` bits, most significant first, each bit's probability chosen by the
-    /// bits above it: node `m` of the tree is `probs[m]`, the root is 1.
+    /// bits above it: node `m` of the tree is `probs[base + m]`, the root is 1.
     #[inline(always)]
-    pub fn tree<const N: usize>(&mut self, probs: &mut [Prob; N], bits: u32) -> usize {
+    pub fn tree<const N: usize>(&mut self, probs: &mut [Prob; N], base: usize, bits: u32) -> usize {
         let mut m = 1;
         for _ in 0..bits {
-            m = (m << 1) | self.bit(&mut probs[m & (N - 1)]);
+            m = (m << 1) | self.bit(&mut probs[(base + m) & (N - 1)]);
         }
         m - (1 << bits)
     }
