@@ -190,36 +190,20 @@ impl Line {
 
 /// Appends the errno's name, or its number when the name is not known here.
 pub fn push_errno(l: &mut Line, e: Errno) {
-    const NAMES: &[(i32, &str)] = &[
-        (1, "EPERM"),
-        (2, "ENOENT"),
-        (5, "EIO"),
-        (7, "E2BIG"),
-        (8, "ENOEXEC"),
-        (9, "EBADF"),
-        (11, "EAGAIN"),
-        (12, "ENOMEM"),
-        (13, "EACCES"),
-        (14, "EFAULT"),
-        (16, "EBUSY"),
-        (17, "EEXIST"),
-        (20, "ENOTDIR"),
-        (21, "EISDIR"),
-        (22, "EINVAL"),
-        (23, "ENFILE"),
-        (24, "EMFILE"),
-        (26, "ETXTBSY"),
-        (27, "EFBIG"),
-        (28, "ENOSPC"),
-        (30, "EROFS"),
-        (36, "ENAMETOOLONG"),
-        (38, "ENOSYS"),
-        (39, "ENOTEMPTY"),
-        (40, "ELOOP"),
-        (122, "EDQUOT"),
+    // The names of the errno values in `NUMBERS`, in the same order.
+    const NUMBERS: [u8; 26] = [
+        1, 2, 5, 7, 8, 9, 11, 12, 13, 14, 16, 17, 20, 21, 22, 23, 24, 26, 27, 28, 30, 36, 38, 39,
+        40, 122,
     ];
-    match NAMES.iter().find(|(n, _)| *n == e.0) {
-        Some((_, name)) => l.push(name.as_bytes()),
+    const NAMES: &str = "EPERM ENOENT EIO E2BIG ENOEXEC EBADF EAGAIN ENOMEM EACCES EFAULT EBUSY \
+        EEXIST ENOTDIR EISDIR EINVAL ENFILE EMFILE ETXTBSY EFBIG ENOSPC EROFS ENAMETOOLONG ENOSYS \
+        ENOTEMPTY ELOOP EDQUOT";
+    let name = NUMBERS
+        .iter()
+        .position(|n| *n as i32 == e.0)
+        .and_then(|i| NAMES.split(' ').nth(i));
+    match name {
+        Some(name) => l.push(name.as_bytes()),
         None => {
             l.push(b"errno ");
             l.push_decimal(e.0 as u64);
