@@ -57,6 +57,8 @@ struct Props {
     lc: u32,
     lp_mask: usize,
     pb_mask: usize,
+    /// The literal coders in use, 2^(lc + lp).
+    coders: usize,
 }
 
 pub struct Lzma {
@@ -93,6 +95,7 @@ impl Lzma {
                 lc: 0,
                 lp_mask: 0,
                 pb_mask: 0,
+                coders: 0,
             },
             state: 0,
             reps: [0; 4],
@@ -110,6 +113,7 @@ impl Lzma {
             lc,
             lp_mask: (1 << lp) - 1,
             pb_mask: (1 << pb) - 1,
+            coders: 1 << (lc + lp),
         };
         Some(())
     }
@@ -117,7 +121,7 @@ impl Lzma {
     /// Back to the initial state: every probability one half, every distance 0.
     pub fn reset(&mut self) {
         let p = &mut self.probs;
-        let coders = 1 << (self.props.lc + self.props.lp_mask.count_ones());
+        let coders = self.props.coders;
         let literal = p.literal.as_flattened_mut();
         let literal_len = (coders * LIT_SIZE).min(literal.len());
         for table in [
@@ -155,6 +159,7 @@ impl Lzma {
             lc,
             lp_mask,
             pb_mask,
+            ..
         } = self.props;
         let buf = &mut *dict.buf;
         let mask = buf.len() - 1;
