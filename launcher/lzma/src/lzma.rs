@@ -24,6 +24,8 @@ const MATCH_LEN_MIN: usize = 2;
 /// The distance slots below 14 have their low bits coded with probabilities of their own, the
 /// others with direct bits and the 4 align bits.
 const END_POS_MODEL: usize = 14;
+/// The align tree's 4 bits.
+const ALIGN_LEN: usize = 16;
 
 /// The probabilities of one length coder: two choices, then the trees of lengths 2-9 and
 /// 10-17 (8 probabilities for each position state, node 0 unused), and of 18-273.
@@ -44,8 +46,10 @@ struct Probs {
     is_rep0_long: [Prob; STATES * POS_STATES],
     /// Six-bit slot trees, one per length class (2, 3, 4, 5 and more).
     dist_slot: [[Prob; 64]; 4],
-    dist_special: [Prob; 128],
-    align: [Prob; 16],
+    /// The reverse trees of the distances' low bits: the align tree of the large slots
+    /// (`ALIGN_LEN`), then one tree for each slot below `END_POS_MODEL`, each right after the
+    /// one before.
+    dist_low: [Prob; 256],
     len: LenProbs,
     rep_len: LenProbs,
     literal: [[Prob; LIT_SIZE]; LIT_CODERS],
@@ -85,8 +89,7 @@ impl Lzma {
                 is_rep2: [0; STATES],
                 is_rep0_long: [0; STATES * POS_STATES],
                 dist_slot: [[0; 64]; 4],
-                dist_special: [0; 128],
-                align: [0; 16],
+                dist_low: [0; 256],
                 len: LEN,
                 rep_len: LEN,
                 literal: [[0; LIT_SIZE]; LIT_CODERS],
@@ -132,8 +135,7 @@ impl Lzma {
             &mut p.is_rep2,
             &mut p.is_rep0_long,
             p.dist_slot.as_flattened_mut(),
-            &mut p.dist_special,
-            &mut p.align,
+            &mut p.dist_low,
             &mut p.len.choice,
             &mut p.len.trees,
             &mut p.rep_len.choice,
@@ -303,13 +305,14 @@ fn distance(rc: &mut RangeDecoder, probs: &mut Probs, len: usize) -> Option<usiz
     }
     let bits = (slot as u32 >> 1) - 1;
     let base = (2 | (slot & 1)) << bits;
-    let dist = if slot < END_POS_MODEL {
-        // The slot's tree starts right after the trees of the slots below it.
-        base + rc.reverse_tree(&mut probs.dist_special, base.wrapping_sub(slot + 1), bits)
+    // Slots below END_POS_MODEL code all their low bits with a tree of their own; the others
+    // the top ones direct, and the last 4 with the align tree.
+    let (high, tree, tree_bits) = if slot < END_POS_MODEL {
+        (0, ALIGN_LEN + base - slot - 1, bits)
     } else {
-        let high = (rc.direct(bits - 4) as usize) << 4;
-        base + high + rc.reverse_tree(&mut probs.align, 0, 4)
+        ((rc.direct(bits - 4) as usize) << 4, 0, 4)
     };
+    let dist = base + high + rc.reverse_tree(&mut probs.dist_low, tree, tree_bits);
     if dist == u32::MAX as usize {
         return None;
     }
