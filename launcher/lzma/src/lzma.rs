@@ -122,6 +122,9 @@ impl Lzma {
     }
 
     /// Back to the initial state: every probability one half, every distance 0.
+    // Out of line: inlined, it takes registers from the decoding loop around it, which grows
+    // by more than the call costs.
+    #[inline(never)]
     pub fn reset(&mut self) {
         let p = &mut self.probs;
         let coders = self.props.coders;
