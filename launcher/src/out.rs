@@ -201,9 +201,9 @@ pub fn push_errno(l: &mut Line, e: Errno) {
     let name = NUMBERS
         .iter()
         .position(|n| *n as i32 == e.0)
-        .and_then(|i| NAMES.split(' ').nth(i));
+        .and_then(|i| NAMES.as_bytes().split(|b| *b == b' ').nth(i));
     match name {
-        Some(name) => l.push(name.as_bytes()),
+        Some(name) => l.push(name),
         None => {
             l.push(b"errno ");
             l.push_decimal(e.0 as u64);
