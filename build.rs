@@ -1,6 +1,6 @@
 //! Builds the launcher stub (`launcher/`, its own crate outside the workspace, with its own
 //! target dir and profile) for the host's default target and hands its path to the packer,
-//! which embeds it. Prints the stub's size on every build.
+//! which embeds it, without its section headers. Prints the stub's size on every build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,9 +21,11 @@ fn main() {
         println!("cargo:rerun-if-changed={}", launcher.join(p).display());
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
-    let stub = build_launcher(&launcher, &out.join("launcher-target"));
-    let size = std::fs::metadata(&stub).expect("launcher stub built").len();
-    println!("cargo:warning=launcher stub: {size} bytes");
+    let built = build_launcher(&launcher, &out.join("launcher-target"));
+    let bytes = without_section_headers(std::fs::read(&built).expect("launcher stub built"));
+    let stub = out.join("tote-launcher");
+    std::fs::write(&stub, &bytes).expect("OUT_DIR writable");
+    println!("cargo:warning=launcher stub: {} bytes", bytes.len());
     println!("cargo:rustc-env=TOTE_STUB={}", stub.display());
 }
 
@@ -46,4 +48,36 @@ fn build_launcher(launcher: &Path, target_dir: &Path) -> PathBuf {
         .expect("cargo runs");
     assert!(status.success(), "building the launcher stub failed");
     target_dir.join("release/tote-launcher")
+}
+
+/// The stub cut after the last byte a program header maps, with no section header table: the
+/// kernel loads an executable from its program headers alone, and the section headers and
+/// their names, at the end of the file, are 420 bytes nothing reads. Panics unless the stub
+/// is a 64-bit little-endian ELF file laid out that way.
+fn without_section_headers(mut elf: Vec<u8>) -> Vec<u8> {
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    let u64_at = |b: &[u8], at: usize| {
+        u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes")) as usize
+    };
+    assert!(
+        elf.starts_with(b"\x7fELF\x02\x01"),
+        "the stub is a 64-bit LSB ELF file"
+    );
+    let (phoff, phentsize, phnum) = (u64_at(&elf, 0x20), u16_at(&elf, 0x36), u16_at(&elf, 0x38));
+    let end = (0..phnum)
+        .map(|i| {
+            let ph = &elf[phoff + i * phentsize..];
+            u64_at(ph, 8) + u64_at(ph, 32)
+        })
+        .max()
+        .expect("program headers");
+    assert!(
+        u64_at(&elf, 0x28) >= end,
+        "the section headers follow the segments"
+    );
+    elf.truncate(end);
+    // e_shoff, then e_shnum and e_shstrndx: no section headers.
+    elf[0x28..0x30].fill(0);
+    elf[0x3c..0x40].fill(0);
+    elf
 }

@@ -109,25 +109,32 @@ impl Spec {
     /// The candidate with its path made; None when the path is too long (the root is skipped),
     /// and an error when that root is `$TOTE_CACHE_DIR`.
     fn candidate(&self) -> Result<Option<Candidate>, Fail> {
-        let path = match self.rel {
+        let origin = self.origin;
+        let mut per_user = out::Line::new();
+        let rel = match self.rel {
             Rel::Itself => {
-                absolute(self.base).map_err(|e| fail("cannot use TOTE_CACHE_DIR", self.base, e))?
+                let path = absolute(self.base)
+                    .map_err(|e| fail("cannot use TOTE_CACHE_DIR", self.base, e))?;
+                return Ok(Some(Candidate {
+                    path,
+                    origin,
+                    given: 0,
+                }));
             }
-            Rel::Fixed(rel) => match Path::from(self.base).and_then(|p| p.joined(rel)) {
-                Ok(p) => p,
-                Err(_) => return Ok(None),
-            },
+            Rel::Fixed(rel) => rel,
             Rel::PerUser => {
-                let mut name = out::Line::new();
-                name.push(b"tote-");
-                name.push_decimal(sys::geteuid() as u64);
-                match Path::from(self.base).and_then(|p| p.joined(name.bytes())) {
-                    Ok(p) => p,
-                    Err(_) => return Ok(None),
-                }
+                per_user.push(b"tote-");
+                per_user.push_decimal(sys::geteuid() as u64);
+                per_user.bytes()
             }
         };
-        let (origin, given) = (self.origin, self.base.len());
+        let Ok(mut path) = Path::from(self.base) else {
+            return Ok(None);
+        };
+        if path.join(rel).is_err() {
+            return Ok(None);
+        }
+        let given = self.base.len();
         Ok(Some(Candidate {
             path,
             origin,

@@ -485,7 +485,7 @@ fn remove_abandoned(root: &Root) {
     let Ok(listing) = sys::openat(root.fd, c".", DIR_FLAGS, 0) else {
         return;
     };
-    for_each_entry(listing, |name| {
+    for_each_entry(listing, &mut |name| {
         let n = name.to_bytes();
         let ours = n.starts_with(&root.name) && n.get(root.name.len()) == Some(&b'.');
         if ours && (n.ends_with(b".tmp") || n.ends_with(b".stale")) {
@@ -504,7 +504,7 @@ fn remove_tree(parent: i32, name: &CStr, depth: usize) {
         return;
     };
     if depth < MAX_DEPTH {
-        for_each_entry(dir, |child| {
+        for_each_entry(dir, &mut |child| {
             if sys::unlinkat(dir, child, 0) == Err(sys::EISDIR) {
                 remove_tree(dir, child, depth + 1);
             }
@@ -514,8 +514,9 @@ fn remove_tree(parent: i32, name: &CStr, depth: usize) {
     let _ = sys::unlinkat(parent, name, sys::AT_REMOVEDIR);
 }
 
-/// Calls `f` with the name of each entry of the dir open at `dir`, except `.` and `..`.
-fn for_each_entry(dir: i32, mut f: impl FnMut(&CStr)) {
+/// Calls `f` with the name of each entry of the dir open at `dir`, except `.` and `..`. (A
+/// `dyn` callback: the loop is compiled once, not once per caller.)
+fn for_each_entry(dir: i32, f: &mut dyn FnMut(&CStr)) {
     // A struct linux_dirent64: d_reclen is the u16 at byte 16, d_name starts at byte 19.
     let mut buf = [0u8; 4096];
     while let Ok(n @ 1..) = sys::getdents64(dir, &mut buf) {

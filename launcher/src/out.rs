@@ -4,44 +4,59 @@
 //! with one `write`.
 
 use crate::sys::{self, Errno};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
-/// The path of the failure made last. Carried inside every `Fail`, a path made each
-/// `Result<_, Fail>` a kilobyte, copied through every `?` on its way out: 1.7 KB of the stub's
-/// code. The launcher has one thread, and the failure it reports is always the last one made:
-/// the one failure it recovers from (a full cache root, given up for the next) is dropped
-/// before the next failure can be made.
-static FAIL_PATH: LastPath = LastPath::new();
+/// The failure made last: its exit code, its errno and its text, `<what>: <path>`. Carried
+/// inside every `Fail`, a path made each `Result<_, Fail>` a kilobyte, copied through every `?`
+/// on its way out, and even without it a `Fail` of three fields is returned through memory:
+/// kept here, a `Result<(), Fail>` is one flag. The launcher has one thread, and the failure it
+/// reports is always the last one made: the one failure it recovers from (a full cache root,
+/// given up for the next) is dropped before the next failure can be made.
+static LAST: LastFail = LastFail::new();
 const LINE_LEN: usize = 1024;
 
-/// A path kept in a static. Bytes of atomics because that is the one static buffer code
-/// without `unsafe` may write; with one thread, relaxed order is all there is.
-struct LastPath {
-    bytes: [AtomicU8; LINE_LEN],
+/// A failure kept in a static. Atomics because that is the one static memory code without
+/// `unsafe` may write; with one thread, relaxed order is all there is.
+struct LastFail {
+    code: AtomicU8,
+    /// 0 when the failure has no errno.
+    errno: AtomicI32,
+    text: [AtomicU8; LINE_LEN],
     len: AtomicUsize,
 }
 
-impl LastPath {
-    const fn new() -> LastPath {
-        LastPath {
-            bytes: [const { AtomicU8::new(0) }; LINE_LEN],
+impl LastFail {
+    const fn new() -> LastFail {
+        LastFail {
+            code: AtomicU8::new(0),
+            errno: AtomicI32::new(0),
+            text: [const { AtomicU8::new(0) }; LINE_LEN],
             len: AtomicUsize::new(0),
         }
     }
 
-    /// Keeps `path`, cut to `LINE_LEN` bytes.
-    fn set(&self, path: &[u8]) {
-        for (slot, b) in self.bytes.iter().zip(path) {
+    /// Keeps the text made of `parts`, cut to `LINE_LEN` bytes.
+    fn set_text(&self, parts: &[&[u8]]) {
+        let mut len = 0;
+        for (slot, b) in self.text.iter().zip(parts.iter().flat_map(|p| p.iter())) {
             slot.store(*b, Ordering::Relaxed);
+            len += 1;
         }
-        self.len.store(path.len().min(LINE_LEN), Ordering::Relaxed);
+        self.len.store(len, Ordering::Relaxed);
     }
 
-    fn push_to(&self, l: &mut Line) {
+    fn errno(&self) -> Option<Errno> {
+        match self.errno.load(Ordering::Relaxed) {
+            0 => None,
+            e => Some(Errno(e)),
+        }
+    }
+
+    fn push_text_to(&self, l: &mut Line) {
         let len = self.len.load(Ordering::Relaxed);
-        for slot in self.bytes.iter().take(len) {
+        for slot in self.text.iter().take(len) {
             l.push(&[slot.load(Ordering::Relaxed)]);
         }
     }
@@ -66,42 +81,38 @@ pub enum Failure {
     Memory = 119,
 }
 
-/// A failure on its way to being reported: what failed, and the errno if any; its path is
-/// in `FAIL_PATH`.
-pub struct Fail {
-    pub kind: Failure,
-    pub what: &'static str,
-    pub errno: Option<Errno>,
-}
+/// A failure on its way to being reported; what it is was kept in `LAST` when it was made.
+pub struct Fail(());
 
 impl Fail {
     #[inline(never)]
     pub fn new(kind: Failure, what: &'static str, path: &[u8], errno: Option<Errno>) -> Fail {
-        FAIL_PATH.set(path);
-        Fail { kind, what, errno }
+        LAST.code.store(kind as u8, Ordering::Relaxed);
+        LAST.errno
+            .store(errno.map_or(0, |e| e.0), Ordering::Relaxed);
+        LAST.set_text(&[what.as_bytes(), b": ", path]);
+        Fail(())
     }
 
     /// Whether the failure is a file system out of space or inodes, or a quota reached.
     pub fn is_out_of_room(&self) -> bool {
         const ENOSPC: i32 = 28;
         const EDQUOT: i32 = 122;
-        matches!(self.errno, Some(Errno(ENOSPC | EDQUOT)))
+        matches!(LAST.errno(), Some(Errno(ENOSPC | EDQUOT)))
     }
 
     /// Prints the message and exits with the failure's code.
     pub fn report(&self) -> ! {
         let mut l = Line::new();
         l.push(b"tote: ");
-        l.push(self.what.as_bytes());
-        l.push(b": ");
-        FAIL_PATH.push_to(&mut l);
-        if let Some(e) = self.errno {
+        LAST.push_text_to(&mut l);
+        if let Some(e) = LAST.errno() {
             l.push(b": ");
             push_errno(&mut l, e);
         }
         l.end();
         let _ = sys::write_all(2, l.bytes());
-        sys::exit(self.kind as i32)
+        sys::exit(LAST.code.load(Ordering::Relaxed) as i32)
     }
 }
 
@@ -179,36 +190,20 @@ impl Line {
 
 /// Appends the errno's name, or its number when the name is not known here.
 pub fn push_errno(l: &mut Line, e: Errno) {
-    const NAMES: &[(i32, &str)] = &[
-        (1, "EPERM"),
-        (2, "ENOENT"),
-        (5, "EIO"),
-        (7, "E2BIG"),
-        (8, "ENOEXEC"),
-        (9, "EBADF"),
-        (11, "EAGAIN"),
-        (12, "ENOMEM"),
-        (13, "EACCES"),
-        (14, "EFAULT"),
-        (16, "EBUSY"),
-        (17, "EEXIST"),
-        (20, "ENOTDIR"),
-        (21, "EISDIR"),
-        (22, "EINVAL"),
-        (23, "ENFILE"),
-        (24, "EMFILE"),
-        (26, "ETXTBSY"),
-        (27, "EFBIG"),
-        (28, "ENOSPC"),
-        (30, "EROFS"),
-        (36, "ENAMETOOLONG"),
-        (38, "ENOSYS"),
-        (39, "ENOTEMPTY"),
-        (40, "ELOOP"),
-        (122, "EDQUOT"),
+    // The names of the errno values in `NUMBERS`, in the same order.
+    const NUMBERS: [u8; 26] = [
+        1, 2, 5, 7, 8, 9, 11, 12, 13, 14, 16, 17, 20, 21, 22, 23, 24, 26, 27, 28, 30, 36, 38, 39,
+        40, 122,
     ];
-    match NAMES.iter().find(|(n, _)| *n == e.0) {
-        Some((_, name)) => l.push(name.as_bytes()),
+    const NAMES: &str = "EPERM ENOENT EIO E2BIG ENOEXEC EBADF EAGAIN ENOMEM EACCES EFAULT EBUSY \
+        EEXIST ENOTDIR EISDIR EINVAL ENFILE EMFILE ETXTBSY EFBIG ENOSPC EROFS ENAMETOOLONG ENOSYS \
+        ENOTEMPTY ELOOP EDQUOT";
+    let name = NUMBERS
+        .iter()
+        .position(|n| *n as i32 == e.0)
+        .and_then(|i| NAMES.as_bytes().split(|b| *b == b' ').nth(i));
+    match name {
+        Some(name) => l.push(name),
         None => {
             l.push(b"errno ");
             l.push_decimal(e.0 as u64);

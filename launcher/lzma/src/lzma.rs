@@ -24,25 +24,18 @@ const MATCH_LEN_MIN: usize = 2;
 /// The distance slots below 14 have their low bits coded with probabilities of their own, the
 /// others with direct bits and the 4 align bits.
 const END_POS_MODEL: usize = 14;
+/// The align tree's 4 bits.
+const ALIGN_LEN: usize = 16;
 
-/// The probabilities of one length coder: lengths 2-9, 10-17 and 18-273.
+/// The probabilities of one length coder: two choices, then the trees of lengths 2-9 and
+/// 10-17 (8 probabilities for each position state, node 0 unused), and of 18-273.
 struct LenProbs {
     choice: [Prob; 2],
-    low: [[Prob; 8]; POS_STATES],
-    mid: [[Prob; 8]; POS_STATES],
-    high: [Prob; 256],
+    trees: [Prob; LEN_TREES],
 }
 
-impl LenProbs {
-    const fn new() -> LenProbs {
-        LenProbs {
-            choice: [PROB_INIT; 2],
-            low: [[PROB_INIT; 8]; POS_STATES],
-            mid: [[PROB_INIT; 8]; POS_STATES],
-            high: [PROB_INIT; 256],
-        }
-    }
-}
+const LEN_TREES: usize = 2 * POS_STATES * 8 + 256;
+const LEN_HIGH: usize = 2 * POS_STATES * 8;
 
 struct Probs {
     is_match: [Prob; STATES * POS_STATES],
@@ -53,8 +46,10 @@ struct Probs {
     is_rep0_long: [Prob; STATES * POS_STATES],
     /// Six-bit slot trees, one per length class (2, 3, 4, 5 and more).
     dist_slot: [[Prob; 64]; 4],
-    dist_special: [Prob; 128],
-    align: [Prob; 16],
+    /// The reverse trees of the distances' low bits: the align tree of the large slots
+    /// (`ALIGN_LEN`), then one tree for each slot below `END_POS_MODEL`, each right after the
+    /// one before.
+    dist_low: [Prob; 256],
     len: LenProbs,
     rep_len: LenProbs,
     literal: [[Prob; LIT_SIZE]; LIT_CODERS],
@@ -66,6 +61,8 @@ struct Props {
     lc: u32,
     lp_mask: usize,
     pb_mask: usize,
+    /// The literal coders in use, 2^(lc + lp).
+    coders: usize,
 }
 
 pub struct Lzma {
@@ -76,26 +73,32 @@ pub struct Lzma {
 }
 
 impl Lzma {
+    /// A coder with no properties yet. Its probabilities are left at 0: the first LZMA chunk
+    /// of every block sets properties, and `reset` with them.
     pub const fn new() -> Lzma {
+        const LEN: LenProbs = LenProbs {
+            choice: [0; 2],
+            trees: [0; LEN_TREES],
+        };
         Lzma {
             probs: Probs {
-                is_match: [PROB_INIT; STATES * POS_STATES],
-                is_rep: [PROB_INIT; STATES],
-                is_rep0: [PROB_INIT; STATES],
-                is_rep1: [PROB_INIT; STATES],
-                is_rep2: [PROB_INIT; STATES],
-                is_rep0_long: [PROB_INIT; STATES * POS_STATES],
-                dist_slot: [[PROB_INIT; 64]; 4],
-                dist_special: [PROB_INIT; 128],
-                align: [PROB_INIT; 16],
-                len: LenProbs::new(),
-                rep_len: LenProbs::new(),
-                literal: [[PROB_INIT; LIT_SIZE]; LIT_CODERS],
+                is_match: [0; STATES * POS_STATES],
+                is_rep: [0; STATES],
+                is_rep0: [0; STATES],
+                is_rep1: [0; STATES],
+                is_rep2: [0; STATES],
+                is_rep0_long: [0; STATES * POS_STATES],
+                dist_slot: [[0; 64]; 4],
+                dist_low: [0; 256],
+                len: LEN,
+                rep_len: LEN,
+                literal: [[0; LIT_SIZE]; LIT_CODERS],
             },
             props: Props {
                 lc: 0,
                 lp_mask: 0,
                 pb_mask: 0,
+                coders: 0,
             },
             state: 0,
             reps: [0; 4],
@@ -113,13 +116,20 @@ impl Lzma {
             lc,
             lp_mask: (1 << lp) - 1,
             pb_mask: (1 << pb) - 1,
+            coders: 1 << (lc + lp),
         };
         Some(())
     }
 
     /// Back to the initial state: every probability one half, every distance 0.
+    // Out of line: inlined, it takes registers from the decoding loop around it, which grows
+    // by more than the call costs.
+    #[inline(never)]
     pub fn reset(&mut self) {
         let p = &mut self.probs;
+        let coders = self.props.coders;
+        let literal = p.literal.as_flattened_mut();
+        let literal_len = (coders * LIT_SIZE).min(literal.len());
         for table in [
             &mut p.is_match[..],
             &mut p.is_rep,
@@ -127,17 +137,15 @@ impl Lzma {
             &mut p.is_rep1,
             &mut p.is_rep2,
             &mut p.is_rep0_long,
-            &mut p.dist_special,
-            &mut p.align,
+            p.dist_slot.as_flattened_mut(),
+            &mut p.dist_low,
+            &mut p.len.choice,
+            &mut p.len.trees,
+            &mut p.rep_len.choice,
+            &mut p.rep_len.trees,
+            &mut literal[..literal_len],
         ] {
             table.fill(PROB_INIT);
-        }
-        p.dist_slot = [[PROB_INIT; 64]; 4];
-        p.len = LenProbs::new();
-        p.rep_len = LenProbs::new();
-        let coders = 1 << (self.props.lc + self.props.lp_mask.count_ones());
-        for coder in p.literal.iter_mut().take(coders) {
-            coder.fill(PROB_INIT);
         }
         self.state = 0;
         self.reps = [0; 4];
@@ -156,6 +164,7 @@ impl Lzma {
             lc,
             lp_mask,
             pb_mask,
+            ..
         } = self.props;
         let buf = &mut *dict.buf;
         let mask = buf.len() - 1;
@@ -274,17 +283,18 @@ fn literal(
     m as u8
 }
 
-/// A match length, 2 to 273.
+/// A match length, 2 to 273: one tree walk of 3 or 8 bits, whichever tree the choices pick.
 #[inline(always)]
 fn length(rc: &mut RangeDecoder, probs: &mut LenProbs, pos_state: usize) -> usize {
-    let row = pos_state & (POS_STATES - 1);
-    if rc.bit(&mut probs.choice[0]) == 0 {
-        MATCH_LEN_MIN + rc.tree(&mut probs.low[row], 3)
+    let row = (pos_state & (POS_STATES - 1)) * 8;
+    let (tree, bits, min) = if rc.bit(&mut probs.choice[0]) == 0 {
+        (row, 3, MATCH_LEN_MIN)
     } else if rc.bit(&mut probs.choice[1]) == 0 {
-        MATCH_LEN_MIN + 8 + rc.tree(&mut probs.mid[row], 3)
+        (POS_STATES * 8 + row, 3, MATCH_LEN_MIN + 8)
     } else {
-        MATCH_LEN_MIN + 16 + rc.tree(&mut probs.high, 8)
-    }
+        (LEN_HIGH, 8, MATCH_LEN_MIN + 16)
+    };
+    min + rc.tree(&mut probs.trees, tree, bits)
 }
 
 /// A match distance for a match of `len` bytes; None for the end marker, which LZMA2 does
@@ -292,19 +302,20 @@ fn length(rc: &mut RangeDecoder, probs: &mut LenProbs, pos_state: usize) -> usiz
 #[inline(always)]
 fn distance(rc: &mut RangeDecoder, probs: &mut Probs, len: usize) -> Option<usize> {
     let class = (len - MATCH_LEN_MIN).min(3);
-    let slot = rc.tree(&mut probs.dist_slot[class & 3], 6);
+    let slot = rc.tree(&mut probs.dist_slot[class & 3], 0, 6);
     if slot < 4 {
         return Some(slot);
     }
     let bits = (slot as u32 >> 1) - 1;
     let base = (2 | (slot & 1)) << bits;
-    let dist = if slot < END_POS_MODEL {
-        // The slot's tree starts right after the trees of the slots below it.
-        base + rc.reverse_tree(&mut probs.dist_special, base.wrapping_sub(slot + 1), bits)
+    // Slots below END_POS_MODEL code all their low bits with a tree of their own; the others
+    // the top ones direct, and the last 4 with the align tree.
+    let (high, tree, tree_bits) = if slot < END_POS_MODEL {
+        (0, ALIGN_LEN + base - slot - 1, bits)
     } else {
-        let high = (rc.direct(bits - 4) as usize) << 4;
-        base + high + rc.reverse_tree(&mut probs.align, 0, 4)
+        ((rc.direct(bits - 4) as usize) << 4, 0, 4)
     };
+    let dist = base + high + rc.reverse_tree(&mut probs.dist_low, tree, tree_bits);
     if dist == u32::MAX as usize {
         return None;
     }

@@ -72,18 +72,19 @@ impl<'a> RangeDecoder<'a> {
     }
 
     /// A symbol of `bits` bits, most significant first, each bit's probability chosen by the
-    /// bits above it: node `m` of the tree is `probs[m]`, the root is 1.
+    /// bits above it: node `m` of the tree is `probs[base + m]`, the root is 1.
     #[inline(always)]
-    pub fn tree<const N: usize>(&mut self, probs: &mut [Prob; N], bits: u32) -> usize {
+    pub fn tree<const N: usize>(&mut self, probs: &mut [Prob; N], base: usize, bits: u32) -> usize {
+        let leaves = 1 << bits;
         let mut m = 1;
-        for _ in 0..bits {
-            m = (m << 1) | self.bit(&mut probs[m & (N - 1)]);
+        while m < leaves {
+            m = (m << 1) | self.bit(&mut probs[(base + m) & (N - 1)]);
         }
-        m - (1 << bits)
+        m - leaves
     }
 
     /// A symbol of `bits` bits, least significant first, through the tree whose node `m` is
-    /// `probs[base + m]` (`base` may be -1, wrapped).
+    /// `probs[base + m]`.
     #[inline(always)]
     pub fn reverse_tree<const N: usize>(
         &mut self,
@@ -94,7 +95,7 @@ impl<'a> RangeDecoder<'a> {
         let mut m = 1;
         let mut symbol = 0;
         for i in 0..bits {
-            let bit = self.bit(&mut probs[base.wrapping_add(m) & (N - 1)]);
+            let bit = self.bit(&mut probs[(base + m) & (N - 1)]);
             m = (m << 1) | bit;
             symbol |= bit << i;
         }

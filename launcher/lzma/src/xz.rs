@@ -312,6 +312,9 @@ impl<'a, S: Source> Decoder<'a, S> {
 
     /// The index (its indicator byte at `start` read already): one record per block, which
     /// together must match the blocks decoded; then the footer, and nothing after it.
+    // Out of line, as `Lzma::reset`: read once a stream, and inlined into the decoding loop
+    // around it only makes that larger.
+    #[inline(never)]
     fn index(&mut self, start: u64) -> Result<(), Error<S::Error>> {
         let count = self.input.vli()?;
         let mut sums = Totals {
