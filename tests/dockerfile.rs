@@ -7,7 +7,6 @@
 
 mod common;
 
-use common::fixtures::native_command;
 use common::outcome::{capture, Failures, Run};
 use common::podman::{podman, Image};
 use std::path::{Path, PathBuf};
@@ -84,15 +83,7 @@ fn build() -> Image {
 
 /// The host's jq with the same argv and environment the container's gets.
 fn run_natively(args: &[&str], stdin: &[u8]) -> Run {
-    let mut argv = vec![IMAGE_JQ];
-    argv.extend_from_slice(args);
-    let mut jq = native_command(
-        Path::new(HOST_JQ),
-        &argv,
-        common::podman::CONTAINER_ENV,
-        common::work_dir(),
-    );
-    capture(&mut jq, stdin)
+    common::podman::run_as_in_a_container(Path::new(HOST_JQ), IMAGE_JQ, args, stdin)
 }
 
 #[test]

@@ -8,7 +8,6 @@
 
 mod common;
 
-use common::fixtures::native_command;
 use common::outcome::{capture, Failures, Run};
 use common::podman::{run_rootfs, unique_name, Image};
 use common::tote::tote;
@@ -51,17 +50,9 @@ fn pack(args: &[&str], output: &Path) {
     );
 }
 
-/// The host's jq run as `argv0` with `args`, in the container's environment.
+/// The host's jq run as `argv0` with `args`, as in a container.
 fn native(argv0: &str, args: &[&str], stdin: &[u8]) -> Run {
-    let mut argv = vec![argv0];
-    argv.extend_from_slice(args);
-    let mut jq = native_command(
-        Path::new(HOST_JQ),
-        &argv,
-        common::podman::CONTAINER_ENV,
-        common::work_dir(),
-    );
-    capture(&mut jq, stdin)
+    common::podman::run_as_in_a_container(Path::new(HOST_JQ), argv0, args, stdin)
 }
 
 /// Runs every case with `run` (given jq's arguments and stdin) and natively as `argv0`.

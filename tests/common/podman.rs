@@ -20,6 +20,16 @@ pub const CONTAINER_ENV: &[(&str, &str)] = &[
     ("container", "podman"),
 ];
 
+/// `program` run on the host as `argv0` with `args`, in the environment and work dir of a
+/// container, for comparing with its run in one.
+pub fn run_as_in_a_container(program: &Path, argv0: &str, args: &[&str], stdin: &[u8]) -> Run {
+    let mut argv = vec![argv0];
+    argv.extend_from_slice(args);
+    let mut command =
+        super::fixtures::native_command(program, &argv, CONTAINER_ENV, super::work_dir());
+    capture(&mut command, stdin)
+}
+
 /// A `podman` command that prints only errors of its own, so that its warnings never mix
 /// with the stderr of the program under test.
 pub fn podman() -> Command {
