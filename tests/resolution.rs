@@ -357,6 +357,27 @@ fn several_programs_share_one_file_and_run_by_link_name() {
             && names.contains("args_env"),
         || other.describe(),
     );
+    let empty = common::temp_dir();
+    let unknown = capture(
+        &mut common::tote::host_command(
+            &packed,
+            &["tools"],
+            &[("TOTE_CACHE_DIR", common::utf8(empty.path()))],
+        ),
+        b"",
+    );
+    let left: Vec<_> = std::fs::read_dir(empty.path()).unwrap().collect();
+    failures.check(
+        "another name extracts nothing",
+        unknown.status == Status::Code(116) && left.is_empty(),
+        || {
+            format!(
+                "{} entries in the cache root\n{}",
+                left.len(),
+                unknown.describe()
+            )
+        },
+    );
     failures.finish();
 }
 

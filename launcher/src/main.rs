@@ -56,6 +56,8 @@ fn run(args: &Args) -> Result<core::convert::Infallible, Fail> {
     // 2. Read the trailer and the run table from its tail.
     let (trailer, run) = read_tail(&own)?;
     let run = RunTable::decode(run).map_err(|_| damaged("damaged payload (run table)", &own))?;
+    // Which program before anything is extracted: an unknown name extracts nothing.
+    let program = program::choose(args, &run)?;
 
     // 3. Find the bundle dir in the cache, or where to extract it, or run from memory.
     let mut placement = match args.env(b"TOTE_MODE") {
@@ -84,11 +86,11 @@ fn run(args: &Args) -> Result<core::convert::Infallible, Fail> {
                     (Err(f), _) => return Err(f),
                 }
             }
-            Placement::Memory => return memory::run(args, &own, &trailer, &run),
+            Placement::Memory => return memory::run(args, &own, &trailer, &run, &program),
         }
     };
     sys::close(own.fd);
-    program::start(args, &run, &bundle)
+    program::start(args, &run, &program, &bundle)
 }
 
 fn damaged(what: &'static str, own: &OwnFile) -> Fail {

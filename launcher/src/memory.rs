@@ -28,7 +28,7 @@ const NOWHERE: &[u8] = b"/dev/null";
 /// `/proc/self/fd/` and a descriptor number, with the separator or NUL after it.
 const FD_PATH_MAX: usize = 28;
 
-/// Runs the chosen program of the payload from memory.
+/// Runs `program` of the payload from memory.
 // Kept out of line: its frame is large, and the warm path must not pay for it.
 #[inline(never)]
 pub fn run(
@@ -36,8 +36,8 @@ pub fn run(
     own: &OwnFile,
     t: &Trailer,
     run: &RunTable,
+    program: &Program,
 ) -> Result<core::convert::Infallible, Fail> {
-    let program = program::choose(args, run)?;
     if program.libraries.len() > MAX_LIBRARIES {
         return Err(fail(
             "too many libraries to run from memory",
@@ -58,7 +58,7 @@ pub fn run(
     }
     out::debug(&[b"running from memory: ", program.path]);
     warn_unset(args, run);
-    let files = load(own, t, &program)?;
+    let files = load(own, t, program)?;
     let env = Environment::new(args, run, None)?;
     if program.interpreter.is_empty() {
         return program::launch(

@@ -46,13 +46,14 @@ pub fn open_own_file(args: &Args) -> Result<OwnFile, Fail> {
     Ok(OwnFile { fd, len, name })
 }
 
-/// Starts the chosen program of the extracted bundle at `bundle` with our argv.
+/// Starts `program` of the extracted bundle at `bundle` with our argv.
 pub fn start(
     args: &Args,
     run: &RunTable,
+    program: &Program,
     bundle: &Path,
 ) -> Result<core::convert::Infallible, Fail> {
-    let rel = choose(args, run)?.path;
+    let rel = program.path;
     let exe = bundle
         .joined(rel)
         .map_err(|e| Fail::new(Failure::Exec, "program path too long", rel, Some(e)))?;
