@@ -16,7 +16,7 @@ use crate::data::{self, Payload, EBADMSG};
 use crate::extract::apply_patches;
 use crate::out::{self, Fail, Failure, Line};
 use crate::path::{cstr_in, PATH_MAX};
-use crate::payload::{Program, RunTable, Trailer, Var, ROOT_TOKEN};
+use crate::payload::{Program, RunTable, Trailer};
 use crate::program::{self, Environment, Executable, OwnFile};
 use crate::sys::{self, Errno, O_CLOEXEC, O_DIRECTORY, O_RDONLY};
 
@@ -76,10 +76,9 @@ pub fn run(
 /// Says which variables naming the bundle's files cannot be set in this mode: the program
 /// will likely not find its data (Python its standard library, git its helpers).
 fn warn_unset(args: &Args, run: &RunTable) {
-    let names_dir = |v: &Var| v.value.windows(ROOT_TOKEN.len()).any(|w| w == ROOT_TOKEN);
     for v in run
         .vars()
-        .filter(|v| names_dir(v) && args.env(v.name).is_none())
+        .filter(|v| program::tokens(v.value) > 0 && args.env(v.name).is_none())
     {
         let mut l = Line::new();
         l.push(b"tote: running from memory (no usable cache dir): ");

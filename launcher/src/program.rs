@@ -150,41 +150,47 @@ impl Environment {
     /// `ROOT_TOKEN` as `bundle`. Without a bundle dir (in memory) the variables naming one are
     /// left out.
     pub fn new(args: &Args, run: &RunTable, bundle: Option<&Path>) -> Result<Environment, Fail> {
-        let missing = || {
-            run.vars()
-                .filter(|v| !set_by_user(args, v))
-                .filter(move |v| bundle.is_some() || tokens(v.value) == 0)
-        };
-        let root = bundle.map_or(&b""[..], |b| b.bytes());
-        let added = missing().count();
-        if added == 0 {
+        const SLOT: usize = PATH_MAX * 2;
+        let vars = run.vars().count();
+        if vars == 0 {
             return Ok(Environment { envp: args.envp });
         }
         let fail = |e| Fail::new(Failure::Exec, "cannot build environment", b"", Some(e));
         let kept = args.env_entries().count();
-        let table_len = (kept + added + 1) * 8;
-        let text_len = added * PATH_MAX * 2;
+        let table_len = (kept + vars + 1) * 8;
+        let text_len = vars * SLOT;
         let base = sys::mmap(table_len + text_len, None).map_err(fail)?;
         // SAFETY: the mapping is fresh, writable, `table_len + text_len` bytes, and never
-        // unmapped: exec replaces the whole address space.
+        // unmapped: exec replaces the whole address space (when nothing is added too).
         let (table, text) = unsafe {
             (
-                core::slice::from_raw_parts_mut(base as *mut *const u8, kept + added + 1),
+                core::slice::from_raw_parts_mut(base as *mut *const u8, kept + vars + 1),
                 core::slice::from_raw_parts_mut(base.add(table_len), text_len),
             )
         };
+        // Each variable decided once: written into the next slot when it is added.
+        let root = bundle.map_or(&b""[..], |b| b.bytes());
+        let mut added = 0;
+        for v in run.vars() {
+            if set_by_user(args, &v) || (bundle.is_none() && tokens(v.value) > 0) {
+                continue;
+            }
+            let slot = &mut text[added * SLOT..(added + 1) * SLOT];
+            let len = var_text(v.name, v.value, root, slot).map_err(fail)?;
+            out::debug(&[b"set ", &slot[..len]]);
+            added += 1;
+        }
+        if added == 0 {
+            return Ok(Environment { envp: args.envp });
+        }
+        let slots = || text[..added * SLOT].chunks(SLOT);
+        let replaced = |e: &[u8]| slots().any(|slot| e.starts_with(name_of(slot)));
         let mut n = 0;
-        let replaced = |e: &[u8]| {
-            missing().any(|v| e.strip_prefix(v.name).and_then(|r| r.first()) == Some(&b'='))
-        };
         for e in args.env_entries().filter(|e| !replaced(e)) {
             table[n] = e.as_ptr();
             n += 1;
         }
-        for (i, v) in missing().enumerate() {
-            let slot = &mut text[i * PATH_MAX * 2..(i + 1) * PATH_MAX * 2];
-            let len = var_text(v.name, v.value, root, slot).map_err(fail)?;
-            out::debug(&[b"set ", &slot[..len]]);
+        for slot in slots() {
             table[n] = slot.as_ptr();
             n += 1;
         }
@@ -193,6 +199,12 @@ impl Environment {
             envp: table.as_ptr(),
         })
     }
+}
+
+/// `NAME=` of a slot's `NAME=value`: a caller's entry starting with it is replaced.
+fn name_of(slot: &[u8]) -> &[u8] {
+    let eq = slot.iter().position(|b| *b == b'=').unwrap_or(0);
+    &slot[..=eq]
 }
 
 /// Whether the user set `v`, which is then left as it is. A value another bundle's launcher
@@ -224,8 +236,8 @@ fn set_by_user(args: &Args, v: &Var) -> bool {
     !by_bundle
 }
 
-/// How many times `ROOT_TOKEN` is in `template`.
-fn tokens(template: &[u8]) -> usize {
+/// How many times `ROOT_TOKEN` is in `template`: a variable with one names a bundle path.
+pub fn tokens(template: &[u8]) -> usize {
     template
         .windows(ROOT_TOKEN.len())
         .filter(|w| *w == ROOT_TOKEN)
