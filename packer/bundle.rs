@@ -460,7 +460,7 @@ fn plain_file(dest: &Path, source: &Path, bytes: Vec<u8>) -> Result<File> {
 }
 
 /// The permission bits and the modification time (seconds, none before the epoch) of `source`.
-fn mode_and_mtime(source: &Path) -> Result<(u32, u64)> {
+pub(crate) fn mode_and_mtime(source: &Path) -> Result<(u32, u64)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(source).map_err(|e| crate::elf::io_error(source, &e))?;
     Ok((meta.mode() & 0o777, meta.mtime().max(0) as u64))

@@ -16,7 +16,7 @@ use crate::plan::{normalize, relative_link, Plan};
 use crate::tree::{Node, Tree};
 use anyhow::{bail, Result};
 use log::debug;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The most symlinks followed on the way to one file, as the kernel allows.
@@ -67,14 +67,13 @@ impl Mirror {
         if self.tree.get(&at).is_some() {
             return Ok(());
         }
-        let meta = std::fs::metadata(source).map_err(|e| crate::elf::io_error(source, &e))?;
+        let (mode, mtime) = crate::bundle::mode_and_mtime(source)?;
         let bytes = match bytes {
             Some(b) => b.to_vec(),
             None => std::fs::read(source).map_err(|e| crate::elf::io_error(source, &e))?,
         };
-        let mode = meta.permissions().mode() & 0o777;
-        let mtime = Some(meta.mtime().max(0) as u64);
         debug!("{}: from {}", at.display(), source.display());
+        let mtime = Some(mtime);
         self.tree.add(&at, Node::File { mode, bytes, mtime })
     }
 

@@ -32,6 +32,14 @@ impl Node {
             mtime: None,
         }
     }
+
+    /// A file's own time: the host file's, None for a made file or another kind of entry.
+    fn mtime(&self) -> Option<u64> {
+        match self {
+            Node::File { mtime, .. } => *mtime,
+            _ => None,
+        }
+    }
 }
 
 /// The times a tree is written with.
@@ -173,15 +181,6 @@ impl Tree {
             }
         }
         Ok(tar.into_inner()?)
-    }
-}
-
-impl Node {
-    fn mtime(&self) -> Option<u64> {
-        match self {
-            Node::File { mtime, .. } => *mtime,
-            _ => None,
-        }
     }
 }
 
