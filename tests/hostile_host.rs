@@ -14,12 +14,23 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Barrier;
+use std::sync::{Barrier, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// The file written last into a bundle dir: without it, the dir is never run.
 const MARKER: &str = ".tote-complete";
+
+/// The kill test times its kills by a cold start measured before: it runs alone (write), the
+/// other tests that start many processes at once side by side (read), so that their load
+/// does not slow its kills' starts after the measure.
+static TIMING: RwLock<()> = RwLock::new(());
+
+fn beside_other_heavy_tests() -> RwLockReadGuard<'static, ()> {
+    TIMING
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The environment of a start whose cache root is `root`.
 fn cache_env(root: &Path) -> Vec<(&str, &str)> {
@@ -68,6 +79,7 @@ fn published(root: &Path) -> Vec<String> {
 
 #[test]
 fn sixty_four_cold_starts_at_once_all_run_and_publish_one_bundle() {
+    let _heavy = beside_other_heavy_tests();
     const STARTS: usize = 64;
     let root = common::temp_dir();
     let env = cache_env(root.path());
@@ -129,6 +141,9 @@ struct KillReport {
 
 #[test]
 fn starts_killed_during_extraction_never_spoil_a_later_start() {
+    let _alone = TIMING
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let jq = packed_as(Path::new(JQ), "jq");
     let name = bundle_name(&jq);
     let mut rng = common::seeded_rng();
@@ -297,6 +312,7 @@ struct Outcome {
 
 #[test]
 fn damaged_or_truncated_files_never_run_and_publish_nothing() {
+    let _heavy = beside_other_heavy_tests();
     let packed = packed("args_env");
     let file = fs::read(&packed).unwrap_or_else(|e| panic!("cannot read {packed:?}: {e}"));
     let stub_len = stub_len() as usize;
